@@ -7,8 +7,9 @@ use them without torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Protocol, Union, runtime_checkable
 
 import numpy as np
 
