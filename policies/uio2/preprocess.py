@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Union
 
@@ -51,6 +52,7 @@ def load_image(image: ImageLike, name: str = "image") -> np.ndarray:
 # Resize: TensorFlow's scale_and_translate with the triangle kernel (tf.image.resize bilinear + antialias)
 
 
+@lru_cache(maxsize=32)  # a robot's cameras have fixed sizes: reuse the weights every tick
 def _tf_resize_weights(in_size: int, out_size: int) -> np.ndarray:
     """[out_size, in_size] float32 weights of TF's antialiased bilinear resize along one axis.
 
@@ -75,16 +77,18 @@ def _tf_resize_weights(in_size: int, out_size: int) -> np.ndarray:
     ok = np.abs(total) >= f32(1000.0) * np.finfo(f32).tiny
     weight[ok] *= (f32(1.0) / total[ok])[:, None]
     weight[~ok] = 0.0
-    return weight.astype(f32)
+    weight.flags.writeable = False  # shared through the cache
+    return weight
 
 
 def tf_resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Antialiased bilinear resize of a float32 HxWxC image, as `tf.image.resize(antialias=True)`."""
-    wy = _tf_resize_weights(image.shape[0], out_h).astype(np.float64)
-    wx = _tf_resize_weights(image.shape[1], out_w).astype(np.float64)
-    out = np.einsum("oh,hwc->owc", wy, image.astype(np.float64))
-    out = np.einsum("pw,owc->opc", wx, out)
-    return out.astype(np.float32)
+    h, w, c = image.shape
+    wy = _tf_resize_weights(h, out_h).astype(np.float64)
+    wx = _tf_resize_weights(w, out_w).astype(np.float64)
+    rows = (wy @ image.reshape(h, w * c).astype(np.float64)).reshape(out_h, w, c)  # along H
+    cols = rows.transpose(0, 2, 1).reshape(out_h * c, w) @ wx.T  # along W
+    return cols.reshape(out_h, c, out_w).transpose(0, 2, 1).astype(np.float32)
 
 
 def _resize_geometry(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int, int, int, np.ndarray]:
