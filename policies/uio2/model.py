@@ -160,6 +160,34 @@ class UIO2Model(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.text_token_embedder.weight.dtype
 
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> UIO2Model:
+        """Random initialization for training from scratch, tests and benchmarks.
+
+        Projections ~ N(0, 1/fan_in), the token table ~ N(0, 1) (logits divide by sqrt(d)), norms at
+        one, biases at zero, modality / class / position embeddings ~ N(0, 0.02^2).
+        """
+        g = torch.Generator().manual_seed(seed)
+
+        def normal_(p: torch.Tensor, std: float) -> None:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("scale",) or (leaf == "weight" and p.ndim == 1):
+                p.fill_(1.0)
+            elif leaf == "logit_scale":
+                p.fill_(math.log(10.0))
+            elif leaf == "bias" or leaf.endswith("_bias"):
+                p.zero_()
+            elif leaf in ("modality_embedding", "class_embedding", "positional_embedding"):
+                normal_(p, 0.02)
+            elif name == "text_token_embedder.weight":
+                normal_(p, 1.0)
+            else:  # linear weights [out, in] and the perceiver latents [n, d]
+                normal_(p, p.shape[-1] ** -0.5)
+        return self
+
     def rebuild_buffers(self) -> None:
         """Recompute the (non-persistent) rotary tables, e.g. after building on the meta device."""
         for module in self.modules():
