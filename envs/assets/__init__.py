@@ -1,0 +1,1 @@
+"""MJCF files of the tabletop suite (package so that the XML files ship with the wheel)."""
