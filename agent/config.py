@@ -22,18 +22,26 @@ class LoopConfig:
     max_ticks: int = 0  # 0 = until the episode ends
     replan_every: int = 4  # request a new chunk every N ticks
     temporal_ensemble: bool = False
-    ensemble_decay: float = 0.5  # weight exp(-decay * age) of overlapping chunks
-    on_deadline: str = "continue"  # continue | hold | stop : what a late/missing chunk leads to
-    max_obs_age_s: float = 0.5  # older observations are stale
+    ensemble_decay: float = 0.5  # weight exp(-decay * age in steps) of overlapping chunks
+    on_deadline: str = "continue"  # continue | hold | stop : what a late/failed/missing chunk leads to
+    worker_timeout_s: float = 1.0  # a policy call without progress for this long = hung worker
+    spin_s: float = 0.001  # busy-wait the last part of each tick's wait, for low jitter
+    gil_switch_interval_s: float = 0.0005  # Python thread switch interval while the loop runs; 0 = keep
 
 
 @dataclass
 class SafetyConfig:
-    enabled: bool = True
+    enabled: bool = True  # False turns off shaping and staleness; e-stop and NaN rejection always apply
     clamp: bool = True  # clamp each dimension to the robot's action bounds
     max_rate: list[float] = field(default_factory=list)  # per-dimension max change per second; [] = off
+    max_obs_age_s: float = 0.5  # staleness watchdog: older observations lead to the safe action
+    safe_action: list[float] = field(default_factory=list)  # [] = the robot's own (zeros if it has none)
     workspace_low: list[float] = field(default_factory=list)  # end-effector position bounds; [] = off
     workspace_high: list[float] = field(default_factory=list)
+    position_state_indices: list[int] = field(default_factory=list)  # where the EE position is in the state
+    position_action_indices: list[int] = field(default_factory=list)  # the action's position part
+    position_mode: str = "delta"  # absolute | delta (next = pos + delta_gain*a) | velocity (gain = period)
+    delta_gain: float = 1.0
 
 
 @dataclass
@@ -77,7 +85,14 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.replan_every", cfg.loop.replan_every >= 1, "must be >= 1"),
         ("loop.max_ticks", cfg.loop.max_ticks >= 0, "must be >= 0"),
         ("loop.on_deadline", cfg.loop.on_deadline in ("continue", "hold", "stop"), "must be continue|hold|stop"),
-        ("loop.max_obs_age_s", cfg.loop.max_obs_age_s > 0, "must be > 0"),
+        ("loop.worker_timeout_s", cfg.loop.worker_timeout_s > 0, "must be > 0"),
+        ("loop.ensemble_decay", cfg.loop.ensemble_decay >= 0, "must be >= 0"),
+        ("loop.spin_s", 0 <= cfg.loop.spin_s and cfg.loop.spin_s * cfg.loop.rate_hz < 1, "must be in [0, period)"),
+        ("loop.gil_switch_interval_s", 0 <= cfg.loop.gil_switch_interval_s <= 0.1, "must be in [0, 0.1]"),
+        ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),
+        ("safety.position_mode", cfg.safety.position_mode in ("absolute", "delta", "velocity"),
+         "must be absolute|delta|velocity"),
+        ("safety.delta_gain", cfg.safety.delta_gain > 0, "must be > 0"),
         ("env.image_size", 16 <= cfg.env.image_size <= 1024, "must be in [16, 1024]"),
         ("env.max_steps", cfg.env.max_steps >= 1, "must be >= 1"),
         ("policy.kind", cfg.policy.kind in ("uio2", "zero", "random", "replay"), "must be uio2|zero|random|replay"),

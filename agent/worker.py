@@ -1,0 +1,239 @@
+"""The inference worker: one thread that owns the policy, so model compute overlaps actuation.
+
+Two kinds of request share the one model:
+- control requests (`submit_control`): at most one waits at a time; a newer observation replaces a
+  waiting one (only the newest observation is worth computing a chunk for). They always go first.
+- queries (`submit_query`, VQA/captions): first-in first-out, each answered through a Future.
+
+A query runs `policy.query(..., between_steps=hook)`. The hook, called by the policy between decode
+steps, runs a waiting control request right there on the worker thread, so a control request waits
+for at most one decode step, never for a whole answer. (Consequence for policy authors: `act` may be
+called while a `query` is suspended in the hook; keep per-request state such as KV caches apart.)
+
+Health: `alive` is False once the thread has died; `stalled_for(now)` is how long the current policy
+call has gone without progress (a call starting, a decode step yielding, a call finishing). The
+control loop turns a long stall into a "worker hung" fault; Python cannot kill the thread, but a hung
+worker must not stop the loop from ticking.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+
+from .protocols import ActionChunk, Observation, Policy
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDied(RuntimeError):
+    """The worker thread has ended; the request will never be answered."""
+
+
+@dataclass
+class ControlResult:
+    """The outcome of one control request: a chunk, or the error the policy raised."""
+
+    seq: int
+    chunk: ActionChunk | None
+    error: str | None
+    submitted_at: float
+    started_at: float
+    finished_at: float
+
+    @property
+    def latency_s(self) -> float:
+        """From submission to result, including time spent waiting for the worker."""
+        return self.finished_at - self.submitted_at
+
+
+@dataclass
+class QueryAnswer:
+    text: str
+    latency_s: float  # from submission to answer
+    steps: int  # decode steps the policy yielded at
+    control_served: int  # control requests served inside this query's decode
+
+
+@dataclass
+class _Query:
+    images: dict[str, np.ndarray]
+    text: str
+    future: Future
+    submitted_at: float
+
+
+@dataclass
+class _Control:
+    seq: int
+    obs: Observation
+    submitted_at: float
+
+
+class InferenceWorker:
+    def __init__(self, policy: Policy, name: str = "uio-robot-inference"):
+        self.policy = policy
+        self._cond = threading.Condition()
+        self._control: _Control | None = None
+        self._queries: deque[_Query] = deque()
+        self._result: ControlResult | None = None
+        self._stopping = False
+        self._seq = 0
+        self._busy_since: float | None = None
+        self._progress_at = 0.0
+        self._inline_served = 0
+        self.superseded = 0  # control requests replaced by a newer one before they started
+        self.death: str | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> InferenceWorker:
+        self.ensure_started()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the thread to finish its current call and end; unanswered queries fail with WorkerDied."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        self._fail_waiting_queries("worker stopped")
+
+    def ensure_started(self) -> None:
+        with self._cond:
+            if self._thread.ident is None:
+                self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def stalled_for(self, now: float) -> float:
+        busy = self._busy_since
+        return 0.0 if busy is None else max(0.0, now - self._progress_at)
+
+    # ---- requests --------------------------------------------------------------------------------------
+    def submit_control(self, obs: Observation) -> int:
+        """Queue a chunk request for `obs` ahead of all queries; returns its sequence number."""
+        with self._cond:
+            self._seq += 1
+            if self._control is not None:
+                self.superseded += 1
+            self._control = _Control(self._seq, obs, time.monotonic())
+            self._cond.notify_all()
+            return self._seq
+
+    def take_control_result(self) -> ControlResult | None:
+        """The newest finished control result not taken yet (non-blocking)."""
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    @property
+    def control_waiting(self) -> bool:
+        return self._control is not None
+
+    def submit_query(self, images: dict[str, np.ndarray], text: str) -> Future:
+        """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception)."""
+        future: Future = Future()
+        with self._cond:
+            if self._stopping or not self._thread.is_alive() and self._thread.ident is not None:
+                future.set_exception(WorkerDied(self.death or "worker is not running"))
+                return future
+            self._queries.append(_Query(dict(images), str(text), future, time.monotonic()))
+            self._cond.notify_all()
+        return future
+
+    @property
+    def queries_waiting(self) -> int:
+        return len(self._queries)
+
+    # ---- the thread ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._stopping and self._control is None and not self._queries:
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    control, self._control = self._control, None
+                    query = self._queries.popleft() if control is None else None
+                if control is not None:
+                    self._serve_control(control)
+                else:
+                    self._serve_query(query)
+        except BaseException as exc:  # noqa: B036 - record why the thread died, then let it die
+            self.death = f"{type(exc).__name__}: {exc}"
+            log.error("inference worker died: %s", self.death)
+            raise
+        finally:
+            self._busy_since = None
+            self._fail_waiting_queries(self.death or "worker stopped")
+
+    def _mark_progress(self) -> None:
+        now = time.monotonic()
+        self._progress_at = now
+        if self._busy_since is None:
+            self._busy_since = now
+
+    def _serve_control(self, req: _Control) -> None:
+        outer_busy = self._busy_since
+        self._mark_progress()
+        started = time.monotonic()
+        chunk, error = None, None
+        try:
+            chunk = self.policy.act(req.obs)
+            if not isinstance(chunk, ActionChunk):
+                raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")
+        except Exception as exc:
+            chunk, error = None, f"{type(exc).__name__}: {exc}"
+            log.warning("policy.act failed: %s", error)
+        result = ControlResult(req.seq, chunk, error, req.submitted_at, started, time.monotonic())
+        with self._cond:
+            self._result = result
+        self._progress_at = time.monotonic()
+        self._busy_since = outer_busy
+
+    def _serve_query(self, req: _Query) -> None:
+        if not req.future.set_running_or_notify_cancel():
+            return
+        self._mark_progress()
+        steps = 0
+        served_before = self._inline_served
+
+        def between_steps() -> None:
+            nonlocal steps
+            if threading.current_thread() is not self._thread:
+                raise RuntimeError("between_steps must be called on the worker thread, from inside query")
+            steps += 1
+            self._progress_at = time.monotonic()
+            with self._cond:
+                control, self._control = self._control, None
+            if control is not None:
+                self._inline_served += 1
+                self._serve_control(control)
+
+        try:
+            text = self.policy.query(req.images, req.text, between_steps=between_steps)
+        except Exception as exc:
+            req.future.set_exception(exc)
+        else:
+            req.future.set_result(QueryAnswer(str(text), time.monotonic() - req.submitted_at, steps,
+                                              self._inline_served - served_before))
+        finally:
+            self._busy_since = None
+
+    def _fail_waiting_queries(self, why: str) -> None:
+        with self._cond:
+            waiting, self._queries = list(self._queries), deque()
+        for q in waiting:
+            if q.future.set_running_or_notify_cancel():
+                q.future.set_exception(WorkerDied(why))
