@@ -183,3 +183,9 @@ def test_tiny_preset_round_trip_in_bfloat16(tmp_path):
     assert pick_dtype("fp16") == torch.float16
     with pytest.raises(CheckpointError, match="unknown dtype"):
         pick_dtype("float8")
+
+
+def test_cli_exits_nonzero_on_bad_tokenizer(ref_root, tmp_path, capsys):
+    rc = cli_main(["uio2-dump", "--model", str(ref_root / "model"), "--tokenizer", str(ref_root / "raw.json"),
+                   "--raw", str(ref_root), "--out", str(tmp_path / "o.safetensors")])
+    assert rc != 0 and "not a SentencePiece model" in capsys.readouterr().err
