@@ -115,6 +115,11 @@ class InferenceWorker:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stopping
 
+    @property
+    def busy(self) -> bool:
+        """A policy call (control or query) is running."""
+        return self._busy_since is not None
+
     def stalled_for(self, now: float) -> float:
         busy = self._busy_since
         return 0.0 if busy is None else max(0.0, now - self._progress_at)
