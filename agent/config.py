@@ -27,6 +27,7 @@ class LoopConfig:
     worker_timeout_s: float = 1.0  # a policy call without progress for this long = hung worker
     spin_s: float = 0.001  # busy-wait the last part of each tick's wait, for low jitter
     gil_switch_interval_s: float = 0.0005  # Python thread switch interval while the loop runs; 0 = keep
+    pause_queries_near_tick: bool = True  # query decoding waits out each control tick (less jitter)
 
 
 @dataclass

@@ -90,6 +90,11 @@ class ControlLoop:
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self.recorder, self.on_tick = recorder, on_tick
         self._stop = threading.Event()
+        self._schedule = threading.Condition()
+        self._next_tick = (0, float("inf"))  # (index, scheduled time) of the tick being waited for
+        self._ticks_done = -1
+        if self.cfg.pause_queries_near_tick:
+            self.worker.pause_hook = self._pause_near_tick
 
     # ---- public API ------------------------------------------------------------------------------------
     def query(self, images: dict[str, np.ndarray], text: str) -> Future:
@@ -127,7 +132,8 @@ class ControlLoop:
         if reset_robot:
             self.robot.reset(seed=seed)
         self.safety.reset()
-        self.chunks.reset()
+        if reset_robot:
+            self.chunks.reset()
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self._inflight: tuple[int, int] | None = None  # (seq, tick submitted)
         self._last_request_tick = -(10**9)
@@ -158,6 +164,7 @@ class ControlLoop:
         period, start, k, done = self.period, time.monotonic(), 0, 0
         while not self._stop.is_set() and (not limit or done < limit):
             scheduled = start + k * period
+            self._next_tick = (k, scheduled)
             wait_until(scheduled, self.cfg.spin_s, self._stop)
             if self._stop.is_set():
                 break
@@ -173,6 +180,9 @@ class ControlLoop:
                 rec.overrun = True
                 first_future = math.floor((end - start) / period) + 1
                 rec.missed, k = first_future - k, first_future
+            with self._schedule:
+                self._ticks_done = rec.tick
+                self._schedule.notify_all()
             self.telemetry.add_tick(rec)
             done += 1
             if self.on_tick is not None:
@@ -282,6 +292,17 @@ class ControlLoop:
         return None, "safe"
 
     # ---- helpers ---------------------------------------------------------------------------------------
+    def _pause_near_tick(self) -> None:
+        """On the worker thread, between query decode steps: if the next step could run into the coming
+        tick, wait until that tick is done. Python lets only one thread run at a time, so a decode step
+        overlapping the tick would stretch it; pausing costs the query at most one tick's work."""
+        k, scheduled = self._next_tick
+        margin = self.worker.step_estimate_s + self.cfg.spin_s + 0.0005
+        if time.monotonic() + margin < scheduled:
+            return
+        with self._schedule:
+            self._schedule.wait_for(lambda: self._ticks_done >= k or self._stop.is_set(), timeout=2 * self.period)
+
     def _record_query(self, future: Future) -> None:
         if not future.cancelled() and future.exception() is None:
             self.telemetry.add_query(future.result().latency_s)

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -89,6 +90,10 @@ class InferenceWorker:
         self._progress_at = 0.0
         self._inline_served = 0
         self.superseded = 0  # control requests replaced by a newer one before they started
+        self.step_estimate_s = 0.0  # running estimate of one query decode step (for the pause below)
+        # Called on the worker thread between decode steps; the control loop installs one that pauses
+        # query decoding around each tick, so the tick never competes with it for the GIL.
+        self.pause_hook: Callable[[], None] | None = None
         self.death: str | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -210,21 +215,31 @@ class InferenceWorker:
     def _serve_query(self, req: _Query) -> None:
         if not req.future.set_running_or_notify_cancel():
             return
+        if self.pause_hook is not None:
+            self.pause_hook()  # the first decode step must not run into a tick either
         self._mark_progress()
         steps = 0
         served_before = self._inline_served
 
+        last = time.monotonic()
+
         def between_steps() -> None:
-            nonlocal steps
+            nonlocal steps, last
             if threading.current_thread() is not self._thread:
                 raise RuntimeError("between_steps must be called on the worker thread, from inside query")
             steps += 1
-            self._progress_at = time.monotonic()
+            now = time.monotonic()
+            self.step_estimate_s = max(now - last, 0.8 * self.step_estimate_s)  # quick up, slow down
+            self._progress_at = now
+            if self.pause_hook is not None:
+                self.pause_hook()
+                self._progress_at = time.monotonic()
             with self._cond:
                 control, self._control = self._control, None
             if control is not None:
                 self._inline_served += 1
                 self._serve_control(control)
+            last = time.monotonic()
 
         try:
             text = self.policy.query(req.images, req.text, between_steps=between_steps)

@@ -1,0 +1,111 @@
+"""`uio-robot bench-loop`: measure the control loop's timing (a benchmark that prints numbers, not a test).
+
+Runs the loop on a simulated robot (the MuJoCo tabletop env through `GymRobot` with `--env`, else the
+numpy point robot) with a chosen policy and rate, optionally with a concurrent query stream, and
+prints the telemetry table. `--json FILE` writes the summary; its keys include `rate_hz`, `ticks`,
+`overruns`, `latency_ms` {p50,p90,p99}, `jitter_ms` {p50,p99}, `query_latency_ms` {p50,p99}, `queries`.
+
+Example: uio-robot bench-loop --rate 20 --ticks 600 --policy standin --compute-ms 30 --query-every 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+from .config import LoopConfig, SafetyConfig
+from .loop import ControlLoop
+from .telemetry import format_table, write_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uio-robot bench-loop", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=20.0, help="control rate in Hz (default 20)")
+    p.add_argument("--ticks", type=int, default=600, help="ticks to run (default 600)")
+    p.add_argument("--warmup", type=int, default=20, help="ticks run first and left out of the numbers")
+    p.add_argument("--env", default="", help="gymnasium env id (e.g. uio_robot/Reach-v0); default: point robot")
+    p.add_argument("--policy", choices=("standin", "zero", "random"), default="standin")
+    p.add_argument("--compute-ms", type=float, default=30.0, help="stand-in compute time per chunk")
+    p.add_argument("--step-ms", type=float, default=5.0, help="stand-in compute time per query decode step")
+    p.add_argument("--query-steps", type=int, default=16, help="stand-in decode steps per query")
+    p.add_argument("--horizon", type=int, default=8, help="actions per chunk")
+    p.add_argument("--replan-every", type=int, default=4)
+    p.add_argument("--on-deadline", choices=("continue", "hold", "stop"), default="continue")
+    p.add_argument("--ensemble", action="store_true", help="temporal ensembling of overlapping chunks")
+    p.add_argument("--query-every", type=float, default=0.0, help="submit a query every S seconds (0 = none)")
+    p.add_argument("--spin-ms", type=float, default=1.0, help="busy-wait before each deadline")
+    p.add_argument("--no-pause-queries", action="store_true",
+                   help="let query decoding run through control ticks (to measure what the pause buys)")
+    p.add_argument("--json", default="", help="write the summary as JSON to this file")
+    return p
+
+
+def _robot(args):
+    if not args.env:
+        from .sim_robot import PointRobot
+
+        return PointRobot(dt=1.0 / args.rate)
+    from .gym_robot import GymRobot
+
+    return GymRobot.make(args.env, max_episode_steps=args.ticks + args.warmup + 10)
+
+
+def _policy(args, robot):
+    from uio_robot.policies import simple
+
+    period = 1.0 / args.rate
+    if args.policy == "standin":
+        return simple.StandInPolicy(robot.action_spec, args.horizon, period, args.compute_ms, args.step_ms,
+                                    args.query_steps)
+    if args.policy == "zero":
+        return simple.ZeroPolicy(robot.action_spec, args.horizon, period)
+    return simple.RandomPolicy(robot.action_spec, args.horizon, period)
+
+
+def _query_stream(loop: ControlLoop, robot, every_s: float, stop: threading.Event) -> None:
+    questions = ("what is on the table?", "describe the scene.", "where is the gripper?")
+    i = 0
+    while not stop.wait(every_s):
+        try:
+            images = robot.observe().images
+        except RuntimeError:
+            continue
+        loop.query(images, questions[i % len(questions)])
+        i += 1
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.ticks < 1 or args.rate <= 0 or args.query_every < 0:
+        print("bench-loop: need --ticks >= 1, --rate > 0, --query-every >= 0", flush=True)
+        return 2
+    robot = _robot(args)
+    cfg = LoopConfig(rate_hz=args.rate, replan_every=args.replan_every, temporal_ensemble=args.ensemble,
+                     on_deadline=args.on_deadline, spin_s=args.spin_ms / 1e3,
+                     pause_queries_near_tick=not args.no_pause_queries)
+    loop = ControlLoop(robot, _policy(args, robot), cfg, SafetyConfig())
+    stop = threading.Event()
+    streamer = None
+    try:
+        if args.warmup:
+            loop.run(max_ticks=args.warmup, seed=0)
+        if args.query_every > 0:
+            streamer = threading.Thread(target=_query_stream, args=(loop, robot, args.query_every, stop),
+                                        daemon=True)
+            streamer.start()
+        summary = loop.run(max_ticks=args.ticks, reset_robot=False)
+    finally:
+        stop.set()
+        if streamer is not None:
+            streamer.join()
+        loop.close()
+        robot.close()
+    summary["config"] = {k: v for k, v in vars(args).items() if k != "json"}
+    print(format_table(summary))
+    if args.json:
+        write_json(summary, args.json)
+        print(f"wrote {args.json}")
+    if summary["ticks"] < args.ticks:
+        print(f"note: the episode ended after {summary['ticks']} ticks", flush=True)
+    return 0
+
