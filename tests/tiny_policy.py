@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uio_robot.envs import ACTION_NAMES, STATE_NAMES  # the tabletop suite's layout
 from uio_robot.policies.codec import Codec, VectorStats
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.uio2.checkpoint import save_checkpoint
@@ -17,9 +18,7 @@ from uio_robot.policies.uio2.config import ResamplerConfig, T5Config, UIO2Config
 from uio_robot.policies.uio2.model import UIO2Model
 from uio_robot.policies.uio2.tokenizer import train_tokenizer
 
-ACTION_NAMES = ("dx", "dy", "dz", "dyaw", "gripper")
 ACTION_LOW = np.array([-0.05, -0.05, -0.05, -0.3, -1.0])
-STATE_NAMES = ("grip_x", "grip_y", "grip_z", "grip_yaw", "gripper_opening") + tuple(f"joint{i}" for i in range(1, 8))
 TEXTS = [
     "pick up the red cube and put it in the box", "push the blue ball to the green zone",
     "stack the yellow cube on the red cylinder", "reach the green ball", "robot state",

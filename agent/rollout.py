@@ -1,0 +1,168 @@
+"""`uio-robot rollout`: one simulated episode through the real runtime, a video, and one question.
+
+    uio-robot rollout [env.task=uio_robot/Reach-v0] [env.seed=0] [policy.kind=uio2]
+                      [policy.checkpoint=DIR] [loop.rate_hz=20] [out_dir=outputs] ...
+
+The episode runs exactly as on a robot: the MuJoCo env behind `GymRobot`, the fixed-rate `ControlLoop`,
+the inference worker and the safety filter. The policy is the shipped default model unless
+`policy.checkpoint` (or `policy.kind`) says otherwise. Afterwards the same loaded model is asked a
+question about the final scene through the runtime's query path (what a user would do beside control).
+
+Writes `<out_dir>/<Task>_seed<seed>.mp4` (the front camera at the control rate) and
+`<out_dir>/<Task>_seed<seed>.json`: {"task", "env_id", "seed", "instruction", "success", "steps",
+"policy", "checkpoint", "question", "answer", "expected_answer", "query_latency_ms",
+"telemetry": <loop summary>, "video", "wall_time_s"}.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import AppConfig, ConfigError, load_config
+from .gym_robot import GymRobot
+from .loop import ControlLoop
+from .protocols import ArraySpec
+from .telemetry import TickRecord, format_table, write_json
+from .video import write_mp4
+
+log = logging.getLogger(__name__)
+QUESTION_KINDS = ("colour", "count", "shape", "exists")  # short answers anyone can check in the video
+
+
+def task_name(env_id: str) -> str:
+    """"uio_robot/PickPlace-v0" -> "PickPlace"."""
+    return env_id.split("/")[-1].rsplit("-v", 1)[0]
+
+
+def name_specs(robot: GymRobot) -> GymRobot:
+    """Give a tabletop robot's specs the suite's dimension names (GymRobot only knows a0.., s0..), so a
+    checkpoint's layout check compares real names."""
+    from uio_robot.envs import ACTION_NAMES, ACTION_UNITS, STATE_NAMES, STATE_UNITS, TabletopEnv
+
+    if isinstance(robot.env.unwrapped, TabletopEnv):
+        a, s = robot.action_spec, robot.state_spec
+        robot.action_spec = ArraySpec(ACTION_NAMES, a.low, a.high, ACTION_UNITS)
+        robot.state_spec = ArraySpec(STATE_NAMES, s.low, s.high, STATE_UNITS)
+    return robot
+
+
+def make_policy(cfg: AppConfig, robot: GymRobot):
+    """The configured policy. Simple policies get chunks 2 steps longer than the replanning interval: a
+    chunk starts at its observation's time (about a tick before the request) and arrives a tick later."""
+    from uio_robot.policies.factory import build_policy
+
+    period = 1.0 / cfg.loop.rate_hz
+    return build_policy(cfg.policy.kind, robot.action_spec, robot.state_spec, checkpoint=cfg.policy.checkpoint,
+                        device=cfg.policy.device, dtype=cfg.policy.dtype, period=period,
+                        horizon=cfg.loop.replan_every + 2, seed=cfg.env.seed)
+
+
+def fit_replanning(cfg: AppConfig, policy) -> None:
+    """A model with a fixed chunk length H must replan at most every H - 2 ticks, for the same reason as
+    above; otherwise each chunk runs out before the next arrives and the robot idles. Adjusts
+    `cfg.loop.replan_every` with a note when needed."""
+    chunk = getattr(getattr(policy, "format", None), "chunk", None)
+    if chunk is not None and cfg.loop.replan_every > max(1, chunk - 2):
+        print(f"note: loop.replan_every={cfg.loop.replan_every} would outrun the model's {chunk}-step chunks; "
+              f"using {max(1, chunk - 2)}")
+        cfg.loop.replan_every = max(1, chunk - 2)
+
+
+def pick_question(robot: GymRobot, seed: int) -> dict | None:
+    """One question about the current scene with its true answer (None when the env has no VQA truth)."""
+    from uio_robot.envs.vqa import vqa_pairs
+
+    scene_info = getattr(robot.env.unwrapped, "scene_info", None)
+    if scene_info is None:
+        return None
+    pairs = vqa_pairs(scene_info(), np.random.default_rng(seed))
+    for kind in QUESTION_KINDS:
+        for pair in pairs:
+            if pair["kind"] == kind:
+                return pair
+    return pairs[0] if pairs else None
+
+
+def run(cfg: AppConfig) -> dict:
+    """Run the episode; return the result dict (also written to out_dir)."""
+    started = time.monotonic()
+    env_id, seed, task = cfg.env.task, cfg.env.seed, task_name(cfg.env.task)
+    camera = "image"
+    robot = name_specs(GymRobot.make(env_id, image_size=cfg.env.image_size))
+    try:
+        policy = make_policy(cfg, robot)
+        fit_replanning(cfg, policy)
+        model_period = getattr(policy, "period", None)
+        if model_period is not None and abs(model_period - 1.0 / cfg.loop.rate_hz) > 1e-6:
+            print(f"warning: the model was trained at {1 / model_period:g} Hz, the loop runs at "
+                  f"{cfg.loop.rate_hz:g} Hz; its per-step actions will be applied at the wrong pace")
+        obs = robot.reset(seed=seed)
+        policy.act(obs)  # warm-up: one-time costs (allocations, caches) stay out of the timed episode
+        policy.reset()
+        frames: list[np.ndarray] = [obs.images[camera]]
+
+        def grab(_: TickRecord) -> None:
+            frames.append(robot.observe().images[camera])
+
+        loop = ControlLoop(robot, policy, cfg.loop, cfg.safety, on_tick=grab)
+        try:
+            summary = loop.run(max_ticks=cfg.loop.max_ticks or cfg.env.max_steps, seed=seed)
+            success = robot.is_success()
+            qa = pick_question(robot, seed)
+            answer = query_ms = None
+            if qa is not None and cfg.policy.kind == "uio2":
+                reply = loop.query({camera: robot.observe().images[camera]}, qa["question"]).result(timeout=60)
+                answer, query_ms = reply.text, round(reply.latency_s * 1e3, 2)
+        finally:
+            loop.close()
+        instruction = robot.observe().instruction
+    finally:
+        robot.close()
+    out = Path(cfg.out_dir)
+    video = write_mp4(frames, out / f"{task}_seed{seed}.mp4", fps=cfg.loop.rate_hz)
+    checkpoint = str(getattr(policy, "directory", "")) or None
+    result = {
+        "task": task, "env_id": env_id, "seed": seed, "instruction": instruction, "success": bool(success),
+        "steps": summary["ticks"], "policy": cfg.policy.kind, "checkpoint": checkpoint,
+        "question": qa["question"] if qa else None, "answer": answer,
+        "expected_answer": qa["answer"] if qa else None, "query_latency_ms": query_ms,
+        "telemetry": summary, "video": str(video),
+        "wall_time_s": round(time.monotonic() - started, 2),
+    }
+    write_json(result, out / f"{task}_seed{seed}.json")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    from uio_robot.policies.codec import CodecMismatch
+    from uio_robot.policies.factory import DefaultModelMissing
+    from uio_robot.policies.uio2.checkpoint import CheckpointError
+
+    try:
+        cfg = load_config(argv)
+        result = run(cfg)
+    except (ConfigError, DefaultModelMissing, CodecMismatch, CheckpointError, FileNotFoundError) as exc:
+        print(f"uio-robot rollout: {exc}", file=sys.stderr)
+        return 2
+    print(f"task         {result['task']} (seed {result['seed']}): {result['instruction']}")
+    print(f"policy       {result['policy']} {result['checkpoint'] or ''}".rstrip())
+    print(f"outcome      {'SUCCESS' if result['success'] else 'FAILURE'} after {result['steps']} steps")
+    print(format_table(result["telemetry"]))
+    if result["question"]:
+        if result["answer"] is None:
+            print(f"question     {result['question']} (not asked: policy.kind={result['policy']} has no "
+                  f"language model; true answer {result['expected_answer']!r})")
+        else:
+            print(f"question     {result['question']}")
+            print(f"answer       {result['answer']}   (true answer: {result['expected_answer']})")
+    out = Path(cfg.out_dir)
+    print(f"wrote        {result['video']} and {out / (Path(result['video']).stem + '.json')}")
+    return 0

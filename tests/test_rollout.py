@@ -1,0 +1,58 @@
+"""`uio-robot rollout`: one real-runtime episode (MuJoCo env, control loop, worker, safety filter) with the
+tiny random-weight UIO2 checkpoint writes a playable video and a result JSON and asks one question;
+a missing default model or a layout mismatch fails at start with a clear message."""
+
+import json
+import sys
+
+import imageio.v2 as imageio
+import numpy as np
+from tiny_policy import make_tiny_checkpoint
+
+from uio_robot.agent import rollout
+
+
+def test_rollout_writes_video_and_json(tmp_path, capsys):
+    ck = make_tiny_checkpoint(tmp_path / "ck", chunk=4, history=1)
+    out = tmp_path / "out"
+    rc = rollout.main(["env.task=uio_robot/Reach-v0", "env.seed=3", f"policy.checkpoint={ck}", "policy.device=cpu",
+                       "env.max_steps=12", "env.image_size=64", f"out_dir={out}"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    result = json.loads((out / "Reach_seed3.json").read_text())
+    assert result["task"] == "Reach" and result["seed"] == 3 and result["policy"] == "uio2"
+    assert result["steps"] == result["telemetry"]["ticks"] and 1 <= result["steps"] <= 12
+    assert isinstance(result["success"], bool) and result["instruction"]
+    assert result["question"] and isinstance(result["answer"], str) and result["expected_answer"]
+    assert result["query_latency_ms"] > 0
+    frames = [f for f in imageio.get_reader(str(out / "Reach_seed3.mp4"))]  # list() trips on nframes=inf
+    assert len(frames) == result["steps"] + 1 and frames[0].shape == (64, 64, 3)
+    assert np.std(frames[0]) > 5  # a rendered scene, not a blank frame
+    assert "outcome" in printed and "question" in printed and "answer" in printed
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_rollout_with_a_baseline_policy(tmp_path, capsys):
+    rc = rollout.main(["env.task=uio_robot/Push-v0", "policy.kind=zero", "env.max_steps=5", "env.image_size=64",
+                       f"out_dir={tmp_path}"])
+    assert rc == 0
+    result = json.loads((tmp_path / "Push_seed0.json").read_text())
+    assert result["success"] is False and result["answer"] is None and result["steps"] == 5
+    assert "not asked" in capsys.readouterr().out
+
+
+def test_missing_default_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uio_robot.policies.assets", None)  # a build without the shipped model
+    rc = rollout.main([f"out_dir={tmp_path}", "env.max_steps=2"])
+    assert rc == 2
+    assert "default model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_layout_mismatch_fails_at_start(tmp_path, capsys):
+    ck = make_tiny_checkpoint(tmp_path / "ck", state_names=tuple(f"s{i}" for i in range(12)))
+    rc = rollout.main([f"policy.checkpoint={ck}", "env.task=uio_robot/Reach-v0", f"out_dir={tmp_path / 'out'}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "do not fit this robot" in err and "grip_x" in err
+    assert not (tmp_path / "out").exists()
