@@ -67,7 +67,9 @@ class EvalConfig:
     seed: int = 100000  # first evaluation seed; training uses seeds below this
     tasks: list[str] = field(default_factory=list)  # [] = every task of the suite
     num_envs: int = 2
-    videos: int = 2
+    videos: int = 2  # episodes per task saved as mp4 (the first ones)
+    vqa_scenes: int = 20  # held-out scenes whose VQA pairs are asked; 0 = no VQA
+    expert: bool = True  # also run the scripted expert on the same seeds
 
 
 @dataclass
@@ -101,6 +103,8 @@ def _validate(cfg: AppConfig) -> None:
         ("eval.episodes", cfg.eval.episodes >= 1, "must be >= 1"),
         ("eval.num_envs", cfg.eval.num_envs >= 1, "must be >= 1"),
         ("eval.seed", cfg.eval.seed >= 0, "must be >= 0"),
+        ("eval.videos", cfg.eval.videos >= 0, "must be >= 0"),
+        ("eval.vqa_scenes", cfg.eval.vqa_scenes >= 0, "must be >= 0"),
     ]
     for key, ok, why in checks:
         if not ok:
