@@ -171,3 +171,23 @@ def test_bfloat16_policy_acts(checkpoint):
     policy = UIO2Policy(checkpoint, device="cpu", dtype="bfloat16")
     chunk = policy.act(_obs(6))
     assert chunk.actions.shape == (3, 5) and np.all(np.isfinite(chunk.actions))
+
+
+def test_query_command(checkpoint, policy, tmp_path, capsys):
+    import cv2
+
+    from uio_robot.agent import query_cli
+
+    image = tmp_path / "scene.png"
+    pixels = _obs(7, size=(48, 80)).images["image"]
+    cv2.imwrite(str(image), pixels[:, :, ::-1])  # PNG is lossless: the command sees the same pixels
+    expected = policy.ground({"image": pixels}, "where is the red ball?", max_new_tokens=2)
+    rc = query_cli.main(["--image", str(image), "--question", "where is the red ball?", "--max-tokens", "2",
+                         f"policy.checkpoint={checkpoint}", "policy.device=cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Q: where is the red ball?" in out and "\nA: " in out
+    assert f"A: {expected.answer}\n" in out
+    assert ("point (x, y) in pixels of the 80x48 image" in out) == (expected.point is not None)
+    rc = query_cli.main(["--image", str(tmp_path / "missing.png"), "--question", "hi",
+                         f"policy.checkpoint={checkpoint}"])
+    assert rc == 2 and "image file not found" in capsys.readouterr().err
