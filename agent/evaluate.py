@@ -123,7 +123,9 @@ def run_task(policy, task: str, seeds: list[int], cfg: AppConfig, progress: tqdm
 
     max_steps = min(TASKS[task].max_episode_steps, cfg.env.max_steps)
     n_envs = max(1, min(cfg.eval.num_envs, len(seeds)))
-    slots = [_Slot(i, TabletopEnv(task, image_size=cfg.env.image_size, images=("image",))) for i in range(n_envs)]
+    camera = getattr(getattr(policy, "format", None), "camera", "image")  # the model's camera, if not the front one
+    cameras = tuple(dict.fromkeys(("image", camera)))
+    slots = [_Slot(i, TabletopEnv(task, image_size=cfg.env.image_size, images=cameras)) for i in range(n_envs)]
     period = slots[0].env.control_dt
     low, high = slots[0].env.action_space.low, slots[0].env.action_space.high
     todo = list(enumerate(seeds))
