@@ -56,3 +56,32 @@ def test_layout_mismatch_fails_at_start(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "do not fit this robot" in err and "grip_x" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_factory_builds_every_kind(tmp_path):
+    import pytest
+
+    from uio_robot.policies.factory import build_policy
+    from uio_robot.policies.simple import ReplayPolicy, ZeroPolicy
+    from uio_robot.policies.types import ArraySpec, Observation
+
+    spec = ArraySpec(("a", "b"), np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+    state = ArraySpec(("s",), np.array([-1.0]), np.array([1.0]))
+    assert isinstance(build_policy("zero", spec, state, horizon=3), ZeroPolicy)
+    chunk = build_policy("random", spec, state, horizon=3, seed=1).act(Observation({}, np.zeros(1), "x", 0.0))
+    assert chunk.actions.shape == (3, 2) and np.all(np.abs(chunk.actions) <= 1)
+    recorded = np.arange(10, dtype=np.float32).reshape(5, 2) / 10
+    np.save(tmp_path / "actions.npy", recorded)
+    (tmp_path / "episode").mkdir()
+    np.savez(tmp_path / "episode" / "data.npz", action_sent=recorded)  # an agent-recorded episode
+    for source in (tmp_path / "actions.npy", tmp_path / "episode"):
+        replay = build_policy("replay", spec, state, checkpoint=str(source), horizon=2)
+        assert isinstance(replay, ReplayPolicy)
+        np.testing.assert_array_equal(replay.act(Observation({}, np.zeros(1), "x", 0.0)).actions, recorded[:2])
+    wide = ArraySpec(("a", "b", "c"), np.full(3, -1.0), np.full(3, 1.0))
+    with pytest.raises(ValueError, match="do not fit the robot's 3 action dims"):
+        build_policy("replay", wide, state, checkpoint=str(tmp_path / "actions.npy"))
+    with pytest.raises(FileNotFoundError, match="no recorded actions"):
+        build_policy("replay", spec, state, checkpoint=str(tmp_path / "missing.npy"))
+    with pytest.raises(ValueError, match="unknown policy kind"):
+        build_policy("magic", spec, state)
