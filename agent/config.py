@@ -59,6 +59,7 @@ class PolicyConfig:
     checkpoint: str = ""  # "" = the shipped default model
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    threads: int = 0  # torch CPU threads for the model; 0 = torch's default (1 is fastest on a busy small CPU)
 
 
 @dataclass
@@ -72,6 +73,52 @@ class EvalConfig:
     expert: bool = True  # also run the scripted expert on the same seeds
 
 
+TABLETOP_ACTION_NAMES = ["dx", "dy", "dz", "dyaw", "gripper"]  # the MuJoCo tabletop suite's layout
+TABLETOP_ARM_JOINTS = [f"joint{i}" for i in range(1, 8)]
+TABLETOP_EE_STATE = ["grip_x", "grip_y", "grip_z", "grip_yaw", "gripper_opening"]
+ROS_COMMAND_TYPES = ("float64_array", "twist", "joint_trajectory")
+
+
+@dataclass
+class RosConfig:
+    """The ROS 2 bridge (bridges/ros). Defaults describe the MuJoCo tabletop robot that `uio-robot ros-sim`
+    exposes; a real robot overrides topics (or remaps them), the state/action layout and the command type.
+    Every field is also a ROS parameter (`ros.<field>`) of the nodes, with this config as its source."""
+
+    node_name: str = "uio_robot_agent"
+    cameras: dict[str, str] = field(default_factory=lambda: {"image": "camera/image_raw"})  # obs name -> topic
+    compressed: list[str] = field(default_factory=list)  # camera names whose topic is sensor_msgs/CompressedImage
+    image_height: int = 0  # expected camera image size; 0 = accept any
+    image_width: int = 0
+    # JointState topics -> the names each message must carry; the state vector is `state_names` gathered from them
+    state_topics: dict[str, list[str]] = field(default_factory=lambda: {
+        "joint_states": list(TABLETOP_ARM_JOINTS), "ee_state": list(TABLETOP_EE_STATE)})
+    state_names: list[str] = field(default_factory=lambda: TABLETOP_EE_STATE + TABLETOP_ARM_JOINTS)
+    instruction_topic: str = "instruction"  # std_msgs/String (transient local)
+    instruction: str = ""  # used until an instruction message arrives
+    action_names: list[str] = field(default_factory=lambda: list(TABLETOP_ACTION_NAMES))
+    action_low: list[float] = field(default_factory=lambda: [-0.05, -0.05, -0.05, -0.3, -1.0])
+    action_high: list[float] = field(default_factory=lambda: [0.05, 0.05, 0.05, 0.3, 1.0])
+    command_topic: str = "command"
+    command_type: str = "float64_array"  # float64_array | twist | joint_trajectory
+    # output slot j carries command_scale[j] * action[command_map[j]] under the name command_names[j]
+    # (a joint name, a twist field such as linear.x / angular.z, or a label); [] map = identity, [] scale = 1
+    command_names: list[str] = field(default_factory=lambda: list(TABLETOP_ACTION_NAMES))
+    command_map: list[int] = field(default_factory=list)
+    command_scale: list[float] = field(default_factory=list)
+    frame_id: str = "base_link"
+    success_topic: str = "success"  # std_msgs/Bool from the robot side; "" = none
+    robot_reset_service: str = "sim/reset"  # std_srvs/Trigger called by an episode reset; "" = none
+    stop_on_success: bool = True  # end the episode when the robot reports success
+    episodes: int = 1  # episodes the agent node runs; 0 = until shut down
+    wait_for_data_s: float = 20.0  # at start/reset: how long to wait for every input topic
+    qos_depth: int = 10  # reliable topics (commands, answers); cameras use the sensor-data profile
+    diagnostics_period_s: float = 1.0
+    bag_dir: str = ""  # record each episode as an mcap bag under this directory; "" = off
+    sim_rate_hz: float = 20.0  # the sim robot node's physics + publishing rate
+    camera_every: int = 1  # the sim node publishes images every N physics steps
+
+
 @dataclass
 class AppConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -79,6 +126,7 @@ class AppConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
     out_dir: str = "outputs"
 
 
@@ -104,11 +152,40 @@ def _validate(cfg: AppConfig) -> None:
         ("eval.num_envs", cfg.eval.num_envs >= 1, "must be >= 1"),
         ("eval.seed", cfg.eval.seed >= 0, "must be >= 0"),
         ("eval.videos", cfg.eval.videos >= 0, "must be >= 0"),
+        ("policy.threads", cfg.policy.threads >= 0, "must be >= 0"),
         ("eval.vqa_scenes", cfg.eval.vqa_scenes >= 0, "must be >= 0"),
     ]
+    checks += _ros_checks(cfg.ros)
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"config {key}={OmegaConf.select(OmegaConf.structured(cfg), key)!r}: {why}")
+
+
+def _ros_checks(r: RosConfig) -> list[tuple[str, bool, str]]:
+    n_act, n_cmd = len(r.action_names), len(r.command_names)
+    provided = [n for names in r.state_topics.values() for n in names]
+    return [
+        ("ros.command_type", r.command_type in ROS_COMMAND_TYPES, f"must be one of {ROS_COMMAND_TYPES}"),
+        ("ros.cameras", len(r.cameras) >= 1, "needs at least one camera"),
+        ("ros.compressed", set(r.compressed) <= set(r.cameras), "names a camera not in ros.cameras"),
+        ("ros.image_height", r.image_height >= 0 and r.image_width >= 0, "image sizes must be >= 0"),
+        ("ros.action_low", len(r.action_low) == n_act == len(r.action_high), "needs one bound per action name"),
+        ("ros.action_high", all(lo <= hi for lo, hi in zip(r.action_low, r.action_high)), "must be >= action_low"),
+        ("ros.state_names", len(r.state_names) >= 1 and set(r.state_names) <= set(provided),
+         "every state name must be carried by a topic in ros.state_topics"),
+        ("ros.state_topics", len(provided) == len(set(provided)), "a name is carried by two topics"),
+        ("ros.command_map", not r.command_map or (len(r.command_map) == n_cmd and all(
+            0 <= i < n_act for i in r.command_map)), "needs one action index (in range) per command name"),
+        ("ros.command_names", r.command_map or n_cmd == n_act, "needs one name per action dim (or a command_map)"),
+        ("ros.command_scale", not r.command_scale or (len(r.command_scale) == n_cmd and all(
+            s != 0 for s in r.command_scale)), "needs one non-zero scale per command name"),
+        ("ros.qos_depth", r.qos_depth >= 1, "must be >= 1"),
+        ("ros.episodes", r.episodes >= 0, "must be >= 0"),
+        ("ros.wait_for_data_s", r.wait_for_data_s > 0, "must be > 0"),
+        ("ros.diagnostics_period_s", r.diagnostics_period_s > 0, "must be > 0"),
+        ("ros.sim_rate_hz", 0 < r.sim_rate_hz <= 1000, "must be in (0, 1000]"),
+        ("ros.camera_every", r.camera_every >= 1, "must be >= 1"),
+    ]
 
 
 def load_config(overrides: list[str] | None = None) -> AppConfig:
