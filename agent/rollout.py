@@ -58,7 +58,7 @@ def make_policy(cfg: AppConfig, robot: GymRobot):
 
     period = 1.0 / cfg.loop.rate_hz
     return build_policy(cfg.policy.kind, robot.action_spec, robot.state_spec, checkpoint=cfg.policy.checkpoint,
-                        device=cfg.policy.device, dtype=cfg.policy.dtype, period=period,
+                        device=cfg.policy.device, dtype=cfg.policy.dtype, threads=cfg.policy.threads, period=period,
                         horizon=cfg.loop.replan_every + 2, seed=cfg.env.seed)
 
 

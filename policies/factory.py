@@ -63,13 +63,20 @@ def load_replay_actions(path: str | Path) -> np.ndarray:
 
 def build_policy(kind: str, action_spec: ArraySpec, state_spec: ArraySpec, *, checkpoint: str = "",
                  device: str = "auto", dtype: str = "auto", period: float = 0.05, horizon: int = 4,
-                 seed: int = 0) -> Policy:
+                 seed: int = 0, threads: int = 0) -> Policy:
     """A ready policy for a robot with these specs; `period`/`horizon` apply to the simple kinds.
 
-    A UIO2 policy keeps the control period and chunk length it was trained with.
+    A UIO2 policy keeps the control period and chunk length it was trained with. `threads` > 0 sets
+    torch's CPU thread count (process-wide): a small model on a busy CPU runs several times faster on
+    one thread than on threads that wait for each other.
     """
     if kind == "uio2":
+        import torch
+
         from uio_robot.policies.uio2_policy import UIO2Policy
+
+        if threads:
+            torch.set_num_threads(threads)
 
         policy = UIO2Policy(resolve_checkpoint(checkpoint), device=device, dtype=dtype)
         policy.check_spec(action_spec, state_spec)

@@ -7,16 +7,26 @@ import sys
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
+import torch
 from tiny_policy import make_tiny_checkpoint
 
 from uio_robot.agent import rollout
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """policy.threads changes torch's process-wide thread count; give the next tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_rollout_writes_video_and_json(tmp_path, capsys):
     ck = make_tiny_checkpoint(tmp_path / "ck", chunk=4, history=1)
     out = tmp_path / "out"
     rc = rollout.main(["env.task=uio_robot/Reach-v0", "env.seed=3", f"policy.checkpoint={ck}", "policy.device=cpu",
-                       "env.max_steps=12", "env.image_size=64", f"out_dir={out}"])
+                       "policy.threads=1", "env.max_steps=12", "env.image_size=64", f"out_dir={out}"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     result = json.loads((out / "Reach_seed3.json").read_text())
@@ -30,6 +40,7 @@ def test_rollout_writes_video_and_json(tmp_path, capsys):
     assert np.std(frames[0]) > 5  # a rendered scene, not a blank frame
     assert "outcome" in printed and "question" in printed and "answer" in printed
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+    assert torch.get_num_threads() == 1  # policy.threads reached torch
 
 
 def test_rollout_with_a_baseline_policy(tmp_path, capsys):
@@ -59,8 +70,6 @@ def test_layout_mismatch_fails_at_start(tmp_path, capsys):
 
 
 def test_factory_builds_every_kind(tmp_path):
-    import pytest
-
     from uio_robot.policies.factory import build_policy
     from uio_robot.policies.simple import ReplayPolicy, ZeroPolicy
     from uio_robot.policies.types import ArraySpec, Observation
