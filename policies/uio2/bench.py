@@ -1,24 +1,54 @@
-"""`uio-robot bench`: time the UIO2 inference stages (CPU, the tiny preset with random weights).
+"""`uio-robot bench`: time UIO2 inference stages with random weights, fast or plain path, CPU or GPU.
 
-Prints one table: per stage, the median and p90 wall time over the timed iterations. Stages: one
-encoder pass (text + image + image history, ViT and perceiver included) and one decode step (a single
-token through the decoder with the KV cache; the per-request cross-attention K/V are excluded).
+Setting (the issue's): per example one 384x384 camera image, 2 history frames, a 40-token prompt.
+A simulated control loop: at tick i the image is frame i and the history is frames i-2, i-1, so the
+fast path's history cache computes exactly one new frame per tick (the newest) and reuses the other.
+Stages, each over the timed iterations (warm-up excluded), p50/p90/p99 in ms:
+- preprocess: image (and, plain path, history frames) resized, normalized, patchified (plain: the
+  TF-exact numpy path the policy uses; fast: torch ops on the device);
+- vision: image ViT + projection, and the history embeddings (fast: cache lookups + one new frame);
+- encoder: the encoder stack (fast path: plus the per-request cross-attention keys/values, which the
+  plain path computes inside generate());
+- decode_token: one decode step: (time of a 32-token decode - time of a 1-token decode) / 31, which
+  leaves out what a request pays once (plain: cross-attention K/V; fast: mask and buffer set-up);
+- action_step: end to end, 8 tokens constrained to location tokens;
+- answer32: end to end, a 32-token unconstrained answer (EOS suppressed).
+decode_gbps = bytes a decode step must read (decoder weights, output table, cross K/V, self caches) /
+decode token time. peak_mem_mb: peak allocated GPU memory, or the process's peak RSS on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import platform
+import resource
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from uio_robot.policies.uio2.checkpoint import pick_device
 from uio_robot.policies.uio2.config import preset
-from uio_robot.policies.uio2.model import UIO2Model
+from uio_robot.policies.uio2.fast import FastGenerator
+from uio_robot.policies.uio2.generate import generate
+from uio_robot.policies.uio2.model import Encoded, UIO2Model, to_batch
+from uio_robot.policies.uio2.preprocess import build_batch, preprocess_image, preprocess_image_torch
+
+IMAGE = 384
+PROMPT = 40
+HISTORY = 2
+ACTION_TOKENS = 8
+ANSWER_TOKENS = 32
+STAGES = ("preprocess", "vision", "encoder", "decode_token", "action_step", "answer32")
 
 
 def random_batch(model: UIO2Model, batch: int, prompt_len: int, frames_used: int, seed: int = 0) -> dict:
-    """A synthetic batch of the model's input shapes: full image, `frames_used` history frames."""
+    """A synthetic preprocessed batch of the model's input shapes: full image, `frames_used` history frames."""
     cfg, g = model.config, torch.Generator().manual_seed(seed)
     t = cfg.t5_config
     n_img = cfg.image_grid[0] * cfg.image_grid[1]
@@ -40,60 +70,288 @@ def random_batch(model: UIO2Model, batch: int, prompt_len: int, frames_used: int
     }
 
 
-def _times(fn, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+def location_ids(vocab_size: int) -> list[int]:
+    """The 1000 location-bin ids of a UIO2 vocabulary of this size (N..N+999 for N SentencePiece pieces)."""
+    start = max(3, vocab_size - 1280)
+    return list(range(start, min(vocab_size, start + 1000)))
+
+
+class Scene:
+    """Camera frames and prompts of the simulated loop (uint8 host arrays, as a camera driver gives them)."""
+
+    def __init__(self, model: UIO2Model, batch: int, pool: int = 6, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.batch = batch
+        self.frames = [rng.integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8) for _ in range(pool)]
+        vocab = model.config.t5_config.vocab_size
+        self.prompt = rng.integers(3, vocab, (batch, PROMPT)).astype(np.int64)
+        self.prompt[:, -1] = 1  # EOS ends a prompt
+
+    def image(self, tick: int, row: int) -> np.ndarray:
+        return self.frames[(tick + row) % len(self.frames)]
+
+    def history(self, tick: int, row: int) -> list[tuple[tuple[int, int], np.ndarray]]:
+        """(key, frame) of the previous HISTORY ticks, oldest first; the key names the frame."""
+        return [((row, k), self.image(k, row)) for k in range(tick - HISTORY, tick)]
+
+
+class Plain:
+    """The plain path as the policy runs it: numpy preprocessing, model.encode, generate()."""
+
+    name = "plain"
+
+    def __init__(self, model: UIO2Model, scene: Scene):
+        self.model, self.scene = model, scene
+
+    def preprocess(self, tick: int) -> dict:
+        examples = []
+        for row in range(self.scene.batch):
+            patches, mask, _ = preprocess_image(self.scene.image(tick, row), IMAGE)
+            hist = [preprocess_image(f, 256) for _, f in self.scene.history(tick, row)]
+            slots = self.model.config.num_frames
+            h_in = np.zeros((slots, *hist[0][0].shape), np.float32)
+            h_mask = np.zeros((slots, hist[0][1].shape[0]), np.int32)
+            for t, (p, m, _) in enumerate(hist):
+                h_in[t], h_mask[t] = p, m
+            tokens = self.scene.prompt[row]
+            examples.append({
+                "inputs/text/tokens": tokens, "inputs/text/mask": np.ones_like(tokens, dtype=np.int32),
+                "inputs/text/pos_ids": np.arange(tokens.size, dtype=np.int32),
+                "inputs/image/input": patches, "inputs/image/mask": mask,
+                "inputs/image/pos_ids": np.arange(mask.size, dtype=np.int32),
+                "inputs/image_history/input": h_in, "inputs/image_history/mask": h_mask,
+                "inputs/image_history/pos_ids": np.tile(np.arange(h_mask.shape[1], dtype=np.int32), (slots, 1)),
+            })
+        return to_batch(build_batch(examples), self.model.device)
+
+    def vision(self, batch: dict):
+        return self.model.embed_inputs(batch)
+
+    def encoder(self, embedded) -> Encoded:
+        """The encoder stack; generate() computes the cross-attention K/V itself (in the decode stage)."""
+        x, mask, rope = embedded
+        return Encoded(self.model.encoder(x, mask, rope), mask, rope)
+
+    def decode(self, encoded: Encoded, steps: int, allowed) -> torch.Tensor:
+        locs = None if allowed is None else (lambda step, tokens: allowed)
+        return generate(self.model, encoded=encoded, max_new_tokens=steps, min_new_tokens=steps,
+                        allowed_tokens=locs).tokens
+
+    def decode_bytes(self, fast: FastGenerator) -> int:
+        return fast.decode_bytes_per_token(self.scene.batch, PROMPT + 576 + 32 * self.model.config.num_frames)
+
+
+class Fast:
+    """The fast path: device preprocessing, cached history features, FastGenerator."""
+
+    name = "fast"
+
+    def __init__(self, model: UIO2Model, scene: Scene, generator: FastGenerator):
+        self.model, self.scene, self.gen = model, scene, generator
+        self.locs: torch.Tensor | None = None
+
+    def preprocess(self, tick: int) -> dict:
+        dev = self.model.device
+        rows = [preprocess_image_torch(torch.from_numpy(self.scene.image(tick, r)).to(dev), IMAGE)
+                for r in range(self.scene.batch)]
+        tokens = torch.from_numpy(self.scene.prompt).to(dev)
+        n = rows[0][0].shape[0]
+        return {"inputs/text/tokens": tokens, "inputs/text/mask": torch.ones_like(tokens, dtype=torch.int32),
+                "inputs/image/input": torch.stack([p for p, _, _ in rows]),
+                "inputs/image/mask": torch.stack([m for _, m, _ in rows]),
+                "inputs/image/pos_ids": torch.arange(n, device=dev).expand(self.scene.batch, -1),
+                "tick": tick}
+
+    def vision(self, batch: dict):
+        dev = self.model.device
+        keys, frames = [], []
+        for row in range(self.scene.batch):
+            hist = self.scene.history(batch["tick"], row)
+            keys.append([k for k, _ in hist])
+            frames.append([(lambda f=f: torch.from_numpy(f).to(dev)) for _, f in hist])
+        return batch, self.gen.image_part(batch), self.gen.history_block(keys, frames)
+
+    def encoder(self, parts):
+        batch, image, history = parts
+        return self.gen.prefill(embedded=self.gen.embed(batch, history=history, image=image))
+
+    def decode(self, state, steps: int, allowed) -> torch.Tensor:
+        if allowed is not None:
+            if self.locs is None:
+                self.locs = self.gen.allowed_mask([allowed], self.scene.batch, self.gen.max_new_tokens)
+            allowed = self.locs
+        return self.gen.decode(state, allowed, steps, min_new_tokens=steps).tokens
+
+    def decode_bytes(self, fast: FastGenerator) -> int:
+        return fast.decode_bytes_per_token(self.scene.batch, fast.bucketed_length(PROMPT) + 576
+                                           + 32 * self.model.config.num_frames)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "n": len(ms)}
 
 
 @torch.no_grad()
-def run(args: argparse.Namespace) -> list[tuple[str, list[float]]]:
-    model = UIO2Model(preset(args.preset, vocab_size=args.vocab_size)).init_weights(0).eval()
-    batch = random_batch(model, args.batch, args.prompt_len, args.frames)
-    rows = [("encoder pass", _times(lambda: model.encode(batch), args.warmup, args.iters))]
-    encoded = model.encode(batch)
-    cross_kv = model.cross_kv(encoded)
-    rows.append(("cross K/V (once per request)", _times(lambda: model.cross_kv(encoded), args.warmup, args.iters)))
-    steps = args.decode_tokens
+def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: torch.dtype, iters: int,
+        warmup: int, vocab_size: int | None, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """All stage timings of one configuration, as the JSON result."""
+    torch.manual_seed(0)
+    config = preset(preset_name, vocab_size=vocab_size)
+    with torch.device(device):
+        model = UIO2Model(config)
+    if device.type == "cpu":
+        model.init_weights(0)
+    else:
+        _init_on_device(model)
+    model = model.to(dtype=dtype).eval().requires_grad_(False)
+    model.rebuild_buffers()
+    scene = Scene(model, batch)
+    gen = FastGenerator(model, max_batch=batch, max_new_tokens=ANSWER_TOKENS)
+    pipe = Plain(model, scene) if plain else Fast(model, scene, gen)
+    locs = location_ids(config.t5_config.vocab_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    stage_ms: dict[str, list[float]] = {s: [] for s in STAGES}
+    tick = HISTORY
 
-    def decode_all():
-        caches = model.new_caches(args.batch, steps)
-        token = torch.zeros(args.batch, 1, dtype=torch.long)
-        for step in range(steps):
-            pos = torch.full((args.batch, 1), step)
-            hidden = model.decode(token, pos, encoded, cross_kv=cross_kv, caches=caches)
-            token = model.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+    def timed(fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        _sync(device)
+        return out, (time.perf_counter() - start) * 1e3
 
-    per_token = [t / steps for t in _times(decode_all, max(1, args.warmup // 2), max(1, args.iters // 2))]
-    rows.append((f"decode step (mean of {steps})", per_token))
-    return rows
+    for i in range(warmup + iters):
+        keep = i >= warmup
+        progress(f"{'warm-up' if not keep else 'iteration'} {i + 1}/{warmup + iters}")
+        tick += 1
+        pre, t_pre = timed(pipe.preprocess, tick)
+        vis, t_vis = timed(pipe.vision, pre)
+        enc, t_enc = timed(pipe.encoder, vis)
+        _, t_one = timed(pipe.decode, enc, 1, None)
+        _, t_all = timed(pipe.decode, enc, ANSWER_TOKENS, None)
+        tick += 1
+        _sync(device)
+        start = time.perf_counter()
+        pipe.decode(pipe.encoder(pipe.vision(pipe.preprocess(tick))), ACTION_TOKENS, locs)
+        _sync(device)
+        t_action = (time.perf_counter() - start) * 1e3
+        tick += 1
+        start = time.perf_counter()
+        pipe.decode(pipe.encoder(pipe.vision(pipe.preprocess(tick))), ANSWER_TOKENS, None)
+        _sync(device)
+        t_answer = (time.perf_counter() - start) * 1e3
+        if keep:
+            t_token = (t_all - t_one) / (ANSWER_TOKENS - 1)
+            for name, value in zip(STAGES, (t_pre, t_vis, t_enc, t_token, t_action, t_answer)):
+                stage_ms[name].append(value)
+    result = {f"{s}_ms": _percentiles(v) for s, v in stage_ms.items()}
+    token_ms = result["decode_token_ms"]["p50"]
+    bytes_per_token = pipe.decode_bytes(gen)
+    result.update({
+        "preset": preset_name, "device": _device_name(device), "dtype": str(dtype).replace("torch.", ""),
+        "batch": batch, "path": pipe.name, "iters": iters, "warmup": warmup,
+        "prompt_tokens": PROMPT, "history_frames": HISTORY, "image_size": IMAGE,
+        "vocab_size": config.t5_config.vocab_size,
+        "tokens_per_s": batch * 1e3 / token_ms,
+        "decode_bytes_per_token": bytes_per_token,
+        "decode_gbps": bytes_per_token / (token_ms * 1e-3) / 1e9,
+        "peak_mem_mb": _peak_mem_mb(device),
+        "cuda_graphs": bool(gen.use_graphs) and not plain,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    })
+    return result
+
+
+def _init_on_device(model: UIO2Model) -> None:
+    """Random weights for big presets without a CPU copy (same distributions as init_weights)."""
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "scale" or (leaf == "weight" and p.ndim == 1):
+            p.data.fill_(1.0)
+        elif leaf == "bias" or leaf.endswith("_bias"):
+            p.data.zero_()
+        elif leaf == "logit_scale":
+            p.data.fill_(float(np.log(10.0)))
+        elif leaf in ("modality_embedding", "class_embedding", "positional_embedding"):
+            p.data.normal_(0, 0.02)
+        elif name == "text_token_embedder.weight":
+            p.data.normal_(0, 1.0)
+        else:
+            p.data.normal_(0, p.shape[-1] ** -0.5)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    """Atomic write: a temp file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, path)
+
+
+def format_table(r: dict) -> str:
+    lines = [f"UIO2 {r['preset']} [{r['path']}] on {r['device']}, {r['dtype']}, batch {r['batch']}, "
+             f"{r['iters']} iterations (+{r['warmup']} warm-up)",
+             f"{'stage':<14} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10}"]
+    for s in STAGES:
+        v = r[f"{s}_ms"]
+        lines.append(f"{s:<14} {v['p50']:>10.2f} {v['p90']:>10.2f} {v['p99']:>10.2f}")
+    lines.append(f"tokens/s {r['tokens_per_s']:.1f}   decode {r['decode_gbps']:.2f} GB/s "
+                 f"({r['decode_bytes_per_token'] / 1e6:.1f} MB per token)   peak memory {r['peak_mem_mb']:.0f} MB")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="uio-robot bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="tiny", choices=["tiny", "large", "xl", "xxl"])
-    p.add_argument("--vocab-size", type=int, default=1536, help="text vocabulary (tiny ships a small one)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=48)
-    p.add_argument("--frames", type=int, default=2, help="history frames in use")
-    p.add_argument("--decode-tokens", type=int, default=32)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--plain", action="store_true", help="time the plain path instead of the fast one")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="auto: bfloat16 on a GPU, float32 on a CPU")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="text vocabulary (default: 1536 for tiny, which ships a small tokenizer; 33280 otherwise)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    p.add_argument("--json", default=None, help="write the results here as JSON")
     args = p.parse_args(argv)
+    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
+        p.error("--batch and --iters must be >= 1, --warmup >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args)
-    print(f"UIO2 {args.preset} on CPU ({torch.get_num_threads()} threads), batch {args.batch}, "
-          f"prompt {args.prompt_len} tokens, {args.frames} history frames")
-    print(f"{'stage':<32} {'median ms':>10} {'p90 ms':>10}")
-    for name, times in rows:
-        ms = sorted(t * 1e3 for t in times)
-        p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
-        print(f"{name:<32} {statistics.median(ms):>10.2f} {p90:>10.2f}")
+    device = pick_device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    vocab = args.vocab_size or (1536 if args.preset == "tiny" else None)
+    from tqdm import tqdm
+    bar = tqdm(total=args.warmup + args.iters, desc=f"bench {args.preset}", leave=False)
+    result = run(args.preset, args.batch, args.plain, device, dtype, args.iters, args.warmup, vocab,
+                 progress=lambda s: bar.update(1))
+    bar.close()
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
     return 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from uio_robot.policies.uio2.fast_ops import (
-    attend,
+    attend_one,
     check_supported,
     encoder_forward,
     key_value,
@@ -221,10 +221,10 @@ class FastGenerator:
             k, v = key_value(a, h, rope)
             s.k[i].index_copy_(2, pos, k)
             s.v[i].index_copy_(2, pos, v)
-            x = x + attend(a, query(a, h, rope), s.k[i], s.v[i], self_mask)
+            x = x + attend_one(a, query(a, h, rope), s.k[i], s.v[i], self_mask)
             if layer.has_cross:
                 xa = layer.encoder_decoder_attention
-                x = x + attend(xa, query(xa, layer.pre_cross_attention_norm(x), rope), *s.cross[i], cross_mask)
+                x = x + attend_one(xa, query(xa, layer.pre_cross_attention_norm(x), rope), *s.cross[i], cross_mask)
             x = x + layer.mlp(layer.pre_mlp_norm(x))
         scores = logits(m.text_token_embedder.weight, m.decoder.decoder_norm(x)[:, 0])
         scores = scores.masked_fill(~s.allowed.index_select(0, pos)[0], float("-inf"))

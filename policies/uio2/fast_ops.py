@@ -58,6 +58,18 @@ def attend(attn: Attention, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
     return attn.out(y.transpose(1, 2).flatten(2))
 
 
+def attend_one(attn: Attention, q, k, v, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of single-token queries (a decode step): explicit float32 logits, as the plain path.
+
+    For one query the logits are tiny ([B, H, 1, L]); the fused CPU kernel is slower here than two
+    matmuls, and on a GPU the whole step is one CUDA graph anyway.
+    """
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * attn.head_dim ** -0.5
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    y = torch.matmul(probs.to(v.dtype), v)
+    return attn.out(y.transpose(1, 2).flatten(2))
+
+
 def check_supported(attn: Attention, where: str) -> None:
     """The fused path has no logit clipping and no scaled-cosine attention (the encoder/decoder never use them)."""
     if attn.scaled_cosine or attn.clip_logit:
