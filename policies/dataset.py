@@ -1,0 +1,400 @@
+"""Demonstrations and VQA scenes on disk, and the torch datasets that turn them into UIO2 examples.
+
+On-disk format (version 1), one directory:
+
+    index.json                     what is there (rewritten atomically after every file)
+    episodes/<Task>-<seed>.npz     one scripted-expert episode
+    scenes/<Task>-<seed>.npz       one VQA-only scene (a first frame and its question/answer pairs)
+
+`index.json`: {"format": "uio_robot.demos", "version": 1, "action_names": [...], "state_names": [...],
+"control_period_s": float, "image_size": int, "cameras": [...], "episodes": [entry, ...],
+"scenes": [entry, ...]}, an entry being {"file", "task", "seed", "steps", "success", "instruction",
+"vqa_pairs"} (scenes have steps 0).
+
+An episode file holds, for T control steps: per camera `<camera>` uint8 [T, H, W, 3] (the observation
+before each action), `state` float32 [T, S], `action` float32 [T, A], and `instruction`, `task`
+(str), `seed` (int), `success` (bool), plus the VQA pairs of the first frame as the string arrays
+`vqa_question`, `vqa_answer`, `vqa_kind`. A scene file holds `image` [H, W, 3] and the same VQA keys.
+Strings are numpy unicode arrays, so nothing needs pickle to load.
+
+Why this shape: a file per episode written to a temporary name and renamed, then the index replaced,
+means an interrupted recording leaves every earlier episode readable and recording can resume by
+skipping what the index lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from uio_robot.policies.codec import Codec, VectorStats
+from uio_robot.policies.prompts import ActionFormat, action_prompt, action_target, point_answer, question_prompt
+
+FORMAT, VERSION = "uio_robot.demos", 1
+INDEX = "index.json"
+HELDOUT_SEED = 100_000  # evaluation seeds start here; training data must stay below
+VQA_HELDOUT_EVERY = 10  # every tenth seed's VQA pairs are held out (the envs' `vqa.split_of` rule)
+EPISODE_KEYS = ("state", "action", "instruction", "task", "seed", "success")
+VQA_KEYS = ("vqa_question", "vqa_answer", "vqa_kind")
+
+
+class DatasetError(ValueError):
+    """A dataset directory or file that cannot be read; the message names the file and the problem."""
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def vqa_arrays(pairs: Sequence[dict]) -> dict[str, np.ndarray]:
+    return {
+        "vqa_question": np.array([p["question"] for p in pairs], dtype=np.str_),
+        "vqa_answer": np.array([p["answer"] for p in pairs], dtype=np.str_),
+        "vqa_kind": np.array([p["kind"] for p in pairs], dtype=np.str_),
+    }
+
+
+class DemoWriter:
+    """Adds episodes and scenes to a dataset directory, keeping index.json consistent after each one."""
+
+    def __init__(self, root: str | Path, action_names: Sequence[str], state_names: Sequence[str],
+                 control_period_s: float, image_size: int, cameras: Sequence[str]):
+        self.root = Path(root)
+        header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
+                  "state_names": list(state_names), "control_period_s": float(control_period_s),
+                  "image_size": int(image_size), "cameras": list(cameras)}
+        if (self.root / INDEX).is_file():
+            self.index = read_index(self.root)
+            mismatched = [k for k, v in header.items() if self.index.get(k) != v]
+            if mismatched:
+                raise DatasetError(f"{self.root / INDEX}: existing dataset differs in {mismatched}; "
+                                   "record into a new directory")
+        else:
+            self.index = {**header, "episodes": [], "scenes": []}
+        self._done = {(e["task"], e["seed"], kind) for kind in ("episodes", "scenes")
+                      for e in self.index[kind]}
+
+    def has(self, kind: str, task: str, seed: int) -> bool:
+        return (task, int(seed), kind) in self._done
+
+    def add_episode(self, task: str, seed: int, instruction: str, frames: dict[str, np.ndarray],
+                    state: np.ndarray, action: np.ndarray, success: bool, vqa: Sequence[dict]) -> Path:
+        steps = len(action)
+        if len(state) != steps or any(len(v) != steps for v in frames.values()):
+            raise DatasetError(f"episode {task}-{seed}: {steps} actions but states/frames of other lengths")
+        arrays = {name: np.asarray(v, dtype=np.uint8) for name, v in frames.items()}
+        arrays.update(state=np.asarray(state, np.float32), action=np.asarray(action, np.float32),
+                      instruction=np.array(instruction), task=np.array(task), seed=np.array(int(seed)),
+                      success=np.array(bool(success)), **vqa_arrays(vqa))
+        return self._add("episodes", task, seed, arrays, steps, bool(success), instruction, len(vqa))
+
+    def add_scene(self, task: str, seed: int, instruction: str, image: np.ndarray, vqa: Sequence[dict]) -> Path:
+        arrays = {"image": np.asarray(image, np.uint8), "instruction": np.array(instruction),
+                  "task": np.array(task), "seed": np.array(int(seed)), **vqa_arrays(vqa)}
+        return self._add("scenes", task, seed, arrays, 0, False, instruction, len(vqa))
+
+    def _add(self, kind, task, seed, arrays, steps, success, instruction, n_vqa) -> Path:
+        rel = f"{kind}/{task}-{int(seed):06d}.npz"
+        atomic_save_npz(self.root / rel, arrays)
+        self.index[kind].append({"file": rel, "task": task, "seed": int(seed), "steps": int(steps),
+                                 "success": bool(success), "instruction": instruction, "vqa_pairs": int(n_vqa)})
+        self._done.add((task, int(seed), kind))
+        atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
+        return self.root / rel
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def read_index(root: str | Path) -> dict:
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise DatasetError(f"{path}: no dataset index (record demonstrations with `uio-robot record`)")
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a {FORMAT} index")
+    if index.get("version") != VERSION:
+        raise DatasetError(f"{path}: version {index.get('version')} not supported (expected {VERSION})")
+    for key in ("action_names", "state_names", "episodes", "scenes", "cameras"):
+        if key not in index:
+            raise DatasetError(f"{path}: missing key {key!r}")
+    return index
+
+
+def load_npz(path: Path, required: Iterable[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: listed in the index but missing") from None
+    except Exception as exc:  # zipfile/zlib/ValueError for damaged files
+        raise DatasetError(f"{path}: damaged or not an npz file ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path}: missing arrays {missing}")
+    return arrays
+
+
+@dataclass
+class Episode:
+    task: str
+    seed: int
+    instruction: str
+    images: dict[str, np.ndarray]  # camera -> uint8 [T, H, W, 3]
+    state: np.ndarray  # [T, S]
+    action: np.ndarray  # [T, A]
+    success: bool
+    vqa: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Scene:
+    """A frame with question/answer pairs (an episode's first frame or a VQA-only scene)."""
+
+    task: str
+    seed: int
+    image: np.ndarray
+    vqa: list[dict]
+
+
+def _pairs(arrays: dict[str, np.ndarray]) -> list[dict]:
+    q, a, k = (arrays[key].tolist() for key in VQA_KEYS)
+    return [{"question": qq, "answer": aa, "kind": kk} for qq, aa, kk in zip(q, a, k)]
+
+
+def load_episode(path: Path, cameras: Sequence[str]) -> Episode:
+    arrays = load_npz(path, (*EPISODE_KEYS, *VQA_KEYS, *cameras))
+    ep = Episode(str(arrays["task"]), int(arrays["seed"]), str(arrays["instruction"]),
+                 {c: arrays[c] for c in cameras}, arrays["state"], arrays["action"], bool(arrays["success"]),
+                 _pairs(arrays))
+    steps = len(ep.action)
+    if len(ep.state) != steps or any(len(v) != steps for v in ep.images.values()):
+        raise DatasetError(f"{path}: {steps} actions but states/frames of other lengths")
+    if not (np.all(np.isfinite(ep.state)) and np.all(np.isfinite(ep.action))):
+        raise DatasetError(f"{path}: NaN or inf in state/action")
+    return ep
+
+
+def load_scene(path: Path) -> Scene:
+    arrays = load_npz(path, ("image", "task", "seed", *VQA_KEYS))
+    return Scene(str(arrays["task"]), int(arrays["seed"]), arrays["image"], _pairs(arrays))
+
+
+@dataclass
+class DemoData:
+    """Everything a training run reads from one dataset directory (held in memory: the data is small)."""
+
+    index: dict
+    episodes: list[Episode]
+    scenes: list[Scene]
+
+    @property
+    def action_names(self) -> list[str]:
+        return list(self.index["action_names"])
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.index["state_names"])
+
+
+def load_demos(root: str | Path, tasks: Sequence[str] = (), cameras: Sequence[str] = ("image",),
+               successful_only: bool = True, max_seed: int = HELDOUT_SEED, progress: bool = False) -> DemoData:
+    """Read the training part of a dataset: episodes of `tasks` (all when empty) with seeds below
+    `max_seed`, only successful ones by default, and every VQA scene (demo first frames included)."""
+    root = Path(root)
+    index = read_index(root)
+    missing = [c for c in cameras if c not in index["cameras"]]
+    if missing:
+        raise DatasetError(f"{root}: cameras {missing} were not recorded (have {index['cameras']})")
+    wanted = [e for e in index["episodes"] if (not tasks or e["task"] in tasks) and e["seed"] < max_seed
+              and (e["success"] or not successful_only)]
+    scene_entries = [e for e in index["scenes"] if e["seed"] < max_seed]
+    from tqdm import tqdm
+
+    episodes = [load_episode(root / e["file"], cameras)
+                for e in tqdm(wanted, desc="episodes", disable=not progress, leave=False)]
+    scenes = [Scene(ep.task, ep.seed, ep.images[cameras[0]][0], ep.vqa) for ep in episodes if ep.vqa]
+    scenes += [load_scene(root / e["file"]) for e in tqdm(scene_entries, desc="scenes", disable=not progress,
+                                                           leave=False)]
+    return DemoData(index, episodes, scenes)
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+def is_binary(values: np.ndarray) -> bool:
+    """A dimension that only takes the values -1 and +1 (a binary gripper command): left unnormalized."""
+    return bool(np.all(np.isin(values, (-1.0, 1.0))))
+
+
+def compute_codec(data: DemoData, chunk: int, mode: str = "quantile") -> Codec:
+    """Normalization statistics of the actions and states of the loaded episodes."""
+    if not data.episodes:
+        raise DatasetError("no episodes to compute normalization statistics from")
+    actions = np.concatenate([ep.action for ep in data.episodes])
+    states = np.concatenate([ep.state for ep in data.episodes])
+    normalize = [not is_binary(actions[:, i]) for i in range(actions.shape[1])]
+    return Codec(VectorStats.from_data(actions, data.action_names, normalize, mode),
+                 VectorStats.from_data(states, data.state_names, mode=mode), chunk)
+
+
+# ---- examples -----------------------------------------------------------------------------------
+
+def chunk_actions(action: np.ndarray, t: int, chunk: int) -> np.ndarray:
+    """Actions t .. t+chunk-1; past the episode's end the last action repeats."""
+    idx = np.minimum(np.arange(t, t + chunk), len(action) - 1)
+    return action[idx]
+
+
+def answer_text(pair: dict) -> str:
+    """The target text of a VQA pair: a "where" answer ("u v") becomes two location tokens (y, x)."""
+    if pair["kind"] == "where":
+        u, v = (float(s) for s in pair["answer"].split())
+        return point_answer(v, u)
+    return pair["answer"]
+
+
+def vqa_split(seed: int) -> str:
+    return "heldout" if seed >= HELDOUT_SEED or seed % VQA_HELDOUT_EVERY == 0 else "train"
+
+
+@dataclass
+class ExampleFormat:
+    """What the model's examples look like: action format, codec and the network's input sizes."""
+
+    action_format: ActionFormat
+    codec: Codec
+    image_size: int
+    history_size: int
+    num_frames: int
+    max_text_len: int
+
+
+class ActionExamples(Dataset):
+    """One example per control step of every episode: image (+ history), state and instruction in,
+    the next `chunk` actions out (as location tokens)."""
+
+    def __init__(self, episodes: Sequence[Episode], tokenizer, fmt: ExampleFormat):
+        self.episodes, self.tokenizer, self.fmt = list(episodes), tokenizer, fmt
+        self.items = [(i, t) for i, ep in enumerate(self.episodes) for t in range(len(ep.action))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
+        from uio_robot.policies.uio2.preprocess import preprocess_example
+
+        i, t = self.items[idx]
+        ep, f = self.episodes[i], self.fmt
+        af, codec = f.action_format, f.codec
+        frames = ep.images[af.camera]
+        state_bins = codec.encode_state(ep.state[t])
+        if af.state_dims:
+            state_bins = state_bins[list(af.state_dims)]
+        history = None
+        if af.history:  # the policy's own rule, so training and inference pick the same frames
+            from uio_robot.policies.uio2_policy import history_frame_steps
+
+            history = [frames[s] for s in history_frame_steps(t, af.history, af.history_stride)]
+        target = action_target(codec.encode_actions(chunk_actions(ep.action, t, af.chunk)))
+        example = preprocess_example(self.tokenizer, action_prompt(ep.instruction, state_bins, af.history),
+                                     image=frames[t], image_history=history, text_targets=target,
+                                     num_frames=f.num_frames, image_size=f.image_size,
+                                     history_size=f.history_size, max_text_len=f.max_text_len)
+        example["meta/is_action"] = np.ones(1, np.int32)
+        return example
+
+
+class VQAExamples(Dataset):
+    """One example per question/answer pair of the scenes of one split."""
+
+    def __init__(self, scenes: Sequence[Scene], tokenizer, fmt: ExampleFormat, split: str = "train"):
+        self.scenes, self.tokenizer, self.fmt = list(scenes), tokenizer, fmt
+        self.items = [(i, j) for i, s in enumerate(self.scenes) if vqa_split(s.seed) == split
+                      for j in range(len(s.vqa))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def pair(self, idx: int) -> tuple[Scene, dict]:
+        i, j = self.items[idx]
+        return self.scenes[i], self.scenes[i].vqa[j]
+
+    def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
+        from uio_robot.policies.uio2.preprocess import preprocess_example
+
+        scene, pair = self.pair(idx)
+        f = self.fmt
+        example = preprocess_example(self.tokenizer, question_prompt(pair["question"]), image=scene.image,
+                                     text_targets=answer_text(pair), num_frames=f.num_frames,
+                                     image_size=f.image_size, history_size=f.history_size,
+                                     max_text_len=f.max_text_len)
+        example["meta/is_action"] = np.zeros(1, np.int32)
+        return example
+
+
+class MixedExamples(Dataset):
+    """Action examples plus VQA examples making up `vqa_fraction` of every epoch.
+
+    The VQA slots walk through all pairs across epochs (`set_epoch`), so a large VQA set is seen in
+    full over several epochs without growing an epoch. A plain index space keeps it usable with
+    `DistributedSampler`.
+    """
+
+    def __init__(self, actions: Dataset, vqa: Dataset, vqa_fraction: float):
+        if not 0.0 <= vqa_fraction < 1.0:
+            raise ValueError(f"vqa_fraction must be in [0, 1), got {vqa_fraction}")
+        self.actions, self.vqa = actions, vqa
+        n_act, n_vqa = len(actions), len(vqa)
+        if n_act == 0 and n_vqa == 0:
+            raise DatasetError("no training examples: no episodes and no VQA pairs")
+        if n_act == 0:
+            self.vqa_slots = n_vqa
+        else:
+            self.vqa_slots = min(n_vqa, int(round(n_act * vqa_fraction / (1.0 - vqa_fraction)))) if n_vqa else 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.actions) + self.vqa_slots
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        n_act = len(self.actions)
+        if idx < n_act:
+            return self.actions[idx]
+        slot = idx - n_act
+        return self.vqa[(slot + self.epoch * self.vqa_slots) % len(self.vqa)]

@@ -1,0 +1,109 @@
+"""Training: a short run lowers the loss, an interrupted run resumes to the same weights, the checkpoint
+carries the data's statistics and loads as a policy, and bad recipes are clear errors."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from uio_robot.agent import record_demos
+from uio_robot.policies import train as train_mod
+from uio_robot.policies.codec import Codec
+from uio_robot.policies.dataset import compute_codec, load_demos
+from uio_robot.policies.recipe import RecipeError, load_recipe
+from uio_robot.policies.uio2.checkpoint import read_metadata
+
+TINY = ["model.emb_dim=64", "model.mlp_dim=128", "model.vit_dim=64", "model.vit_layers=2",
+        "model.encoder_layers=1", "model.decoder_layers=1", "model.image_size=32", "model.history_size=32",
+        "model.tokenizer_pieces=300", "train.batch_size=8", "train.lr=3e-3", "train.warmup=5",
+        "train.threads=1", "data.val_episodes=1"]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "demos"
+    assert record_demos.main(["--out", str(out), "--tasks", "Reach", "--episodes", "6", "--vqa-scenes", "2",
+                              "--vqa-tasks", "Reach,Stack", "--image-size", "64"]) == 0
+    return out
+
+
+def _recipe(demos, out_dir, *extra):
+    return load_recipe([f"data.dir={demos}", f"out_dir={out_dir}", *TINY, *extra])
+
+
+def _rows(out_dir):
+    with open(out_dir / "loss.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_lowers_the_loss(demos, tmp_path):
+    out = tmp_path / "run"
+    checkpoint = train_mod.train(_recipe(demos, out, "train.steps=80", "train.log_every=10",
+                                         "train.eval_every=40", "train.save_every=40"))
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == list(range(10, 90, 10))
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.7 * first, (first, last)
+    assert float(rows[-1]["val_action_loss"]) < 0.8 * first  # on the held-out episode too
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "tokenizer.model").is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(demos, tmp_path, monkeypatch):
+    straight = train_mod.train(_recipe(demos, tmp_path / "a", "train.steps=12", "train.save_every=6"))
+
+    real_save = train_mod.save_state
+
+    def save_then_crash(path, model, optimizer, step, epoch, position):
+        real_save(path, model, optimizer, step, epoch, position)
+        raise KeyboardInterrupt  # the process dies right after the first periodic save
+
+    monkeypatch.setattr(train_mod, "save_state", save_then_crash)
+    recipe = _recipe(demos, tmp_path / "b", "train.steps=12", "train.save_every=6", "train.log_every=3")
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(recipe)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["step"] == 6
+    resumed = train_mod.train(recipe)
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["step"] == 12
+    assert [int(r["step"]) for r in _rows(tmp_path / "b")] == [3, 6, 9, 12]
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_checkpoint_carries_the_data_statistics_and_acts(demos, tmp_path):
+    checkpoint = train_mod.train(_recipe(demos, tmp_path / "c", "train.steps=2", "data.chunk=3",
+                                         "data.state_dims=[0,1,2]"))
+    meta = read_metadata(checkpoint)
+    codec = Codec.from_dict(meta["codec"])  # the hash inside must match the statistics
+    data = load_demos(demos)
+    reference = compute_codec(data, chunk=3)
+    assert codec.action.names == reference.action.names and codec.state.names == reference.state.names
+    assert codec.action.normalize[-1] is False  # the binary gripper stays in [-1, 1]
+    actions = np.concatenate([e.action for e in data.episodes])
+    assert np.all(np.array(codec.action.q01) >= actions.min(0) - 1e-9)
+    assert np.all(np.array(codec.action.q99) <= actions.max(0) + 1e-9)
+    assert meta["action_format"]["chunk"] == 3 and meta["action_format"]["state_dims"] == [0, 1, 2]
+    assert meta["train"]["recipe"]["train"]["steps"] == 2
+
+    from uio_robot.policies.types import Observation
+    from uio_robot.policies.uio2_policy import UIO2Policy
+
+    policy = UIO2Policy(checkpoint, device="cpu")
+    ep = data.episodes[0]
+    chunk = policy.act(Observation({"image": ep.images["image"][0]}, ep.state[0], ep.instruction, 0.0))
+    assert chunk.actions.shape == (3, 5) and np.all(np.isfinite(chunk.actions))
+
+
+def test_bad_recipes_are_named(demos, tmp_path):
+    with pytest.raises(RecipeError, match="stepz"):
+        load_recipe(["train.stepz=3"])
+    with pytest.raises(RecipeError, match="data.chunk"):
+        load_recipe(["data.chunk=0"])
+    with pytest.raises(RecipeError, match="key=value"):
+        load_recipe(["train.steps"])
+    assert train_mod.main([f"data.dir={tmp_path / 'none'}", f"out_dir={tmp_path / 'o'}"]) == 2
