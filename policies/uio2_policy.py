@@ -43,6 +43,7 @@ from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer
 
 DEFAULT_PERIOD_S = 0.05  # the tabletop suite's control step, used when a checkpoint does not say
 QUERY_MAX_TOKENS = 32
+FAST_MAX_BATCH = 16  # larger batches (e.g. many parallel eval envs) take the plain path
 _DEFAULT_STREAM = "default"
 _UV_ANSWER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+(-?\d+(?:\.\d+)?)\s*$")
 
@@ -91,7 +92,8 @@ class UIO2Policy:
     """A UIO2 checkpoint as a `Policy`; see the module docstring for the prompt and history rules."""
 
     def __init__(self, checkpoint_dir: str | Path, device: str = "auto", dtype: str = "auto",
-                 period: float | None = None, tokenizer: str | Path | None = None):
+                 period: float | None = None, tokenizer: str | Path | None = None, fast: bool | None = None):
+        """`fast`: decode with `uio2.fast.FastGenerator` (static caches, CUDA graphs); None = on a GPU."""
         directory = Path(checkpoint_dir)
         if not directory.is_dir():
             raise CheckpointError(f"{directory}: policy checkpoint directory not found")
@@ -139,6 +141,16 @@ class UIO2Policy:
         self._action_mask = self._id_mask(self.tokenizer.location_token_ids(), vocab, device)
         self._text_mask = self._id_mask(np.arange(1, self.tokenizer.vocab_size), vocab, device)
         self._histories: dict[Hashable, _FrameHistory] = {}
+        # Two generators: the runtime may run `act` inside a query's between-steps hook, and each
+        # generator's static buffers belong to one request at a time.
+        self._fast_control = self._fast_query = None
+        if fast or (fast is None and device.type == "cuda"):
+            from uio_robot.policies.uio2.fast import FastGenerator
+
+            longest = min(QUERY_MAX_TOKENS, config.t5_config.decoder_max_text_length - 1)
+            self._fast_control = FastGenerator(self.model, max_batch=FAST_MAX_BATCH,
+                                               max_new_tokens=self.tokens_per_chunk)
+            self._fast_query = FastGenerator(self.model, max_batch=FAST_MAX_BATCH, max_new_tokens=longest)
 
     # ---- set-up ---------------------------------------------------------------------------------------
     @staticmethod
@@ -172,6 +184,12 @@ class UIO2Policy:
         else:
             self._histories.pop(stream, None)
 
+    def _generate(self, fast, batch: dict[str, torch.Tensor], max_new_tokens: int, **kwargs):
+        size = batch["inputs/text/tokens"].shape[0]
+        if fast is not None and size <= fast.max_batch and max_new_tokens <= fast.max_new_tokens:
+            return fast.generate(batch, max_new_tokens=max_new_tokens, **kwargs)
+        return generate(self.model, batch, max_new_tokens=max_new_tokens, **kwargs)
+
     # ---- control --------------------------------------------------------------------------------------
     def act(self, obs: Observation) -> ActionChunk:
         return self.act_batch([obs], [_DEFAULT_STREAM])[0]
@@ -188,8 +206,7 @@ class UIO2Policy:
         examples = [self._control_example(obs, stream) for obs, stream in zip(observations, streams)]
         batch = to_batch(build_batch(examples), self.model.device)
         n = self.tokens_per_chunk
-        out = generate(self.model, batch, max_new_tokens=n, min_new_tokens=n,
-                       allowed_tokens=lambda step, tokens: self._action_mask)
+        out = self._generate(self._fast_control, batch, n, min_new_tokens=n, allowed_tokens=[self._action_mask])
         ids = out.tokens[:, 1:1 + n].cpu().numpy()
         chunks = []
         for obs, row in zip(observations, ids):
@@ -251,9 +268,8 @@ class UIO2Policy:
         images = [self._pick_image(imgs) for imgs, _ in requests]
         examples = [self._example(question_prompt(text), image) for image, (_, text) in zip(images, requests)]
         hook = None if between_steps is None else (lambda step: between_steps())
-        out = generate(self.model, to_batch(build_batch(examples), self.model.device),
-                       max_new_tokens=max_new_tokens, allowed_tokens=lambda step, tokens: self._text_mask,
-                       between_steps=hook)
+        out = self._generate(self._fast_query, to_batch(build_batch(examples), self.model.device), max_new_tokens,
+                             allowed_tokens=[self._text_mask], between_steps=hook)
         results = []
         for row, example, image in zip(range(len(examples)), examples, images):
             ids = out.tokens[row, 1:1 + int(out.lengths[row])].tolist()

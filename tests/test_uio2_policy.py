@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from tiny_policy import ACTION_LOW, ACTION_NAMES, STATE_NAMES, make_tiny_checkpoint
 
 from uio_robot.policies.codec import CodecMismatch
@@ -22,6 +23,15 @@ from uio_robot.policies.uio2_policy import (
 
 ACTION_SPEC = ArraySpec(ACTION_NAMES, ACTION_LOW, -ACTION_LOW)
 STATE_SPEC = ArraySpec(STATE_NAMES, np.full(12, -5.0), np.full(12, 5.0))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model's ops are small; one thread avoids OpenMP spinning when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +201,16 @@ def test_query_command(checkpoint, policy, tmp_path, capsys):
     rc = query_cli.main(["--image", str(tmp_path / "missing.png"), "--question", "hi",
                          f"policy.checkpoint={checkpoint}"])
     assert rc == 2 and "image file not found" in capsys.readouterr().err
+
+
+def test_fast_generation_path_gives_the_same_outputs(checkpoint, policy):
+    fast = UIO2Policy(checkpoint, device="cpu", dtype="float32", fast=True)
+    assert fast._fast_control is not None and policy._fast_control is None  # plain path by default on a CPU
+    obs = [_obs(30 + i, t=0.1 * i) for i in range(3)]
+    policy.reset()
+    for o in obs:
+        np.testing.assert_array_equal(fast.act(o).info["tokens"], policy.act(o).info["tokens"])
+    calls = []
+    question = "how many objects are on the table?"
+    assert fast.query(obs[0].images, question, lambda: calls.append(1)) == policy.query(obs[0].images, question)
+    assert calls
