@@ -161,6 +161,10 @@ def _validate(cfg: AppConfig) -> None:
             raise ConfigError(f"config {key}={OmegaConf.select(OmegaConf.structured(cfg), key)!r}: {why}")
 
 
+def validate(cfg: AppConfig) -> None:
+    """Check a config that was changed after `load_config` (e.g. by ROS parameters); ConfigError names the key."""
+    _validate(cfg)
+
 def _ros_checks(r: RosConfig) -> list[tuple[str, bool, str]]:
     n_act, n_cmd = len(r.action_names), len(r.command_names)
     provided = [n for names in r.state_topics.values() for n in names]
