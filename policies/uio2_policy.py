@@ -18,6 +18,7 @@ statistics, layout, hash), the action format, optionally the control period the 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -41,6 +42,7 @@ from uio_robot.policies.uio2.model import to_batch
 from uio_robot.policies.uio2.preprocess import build_batch, load_image, preprocess_example
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer
 
+log = logging.getLogger(__name__)
 DEFAULT_PERIOD_S = 0.05  # the tabletop suite's control step, used when a checkpoint does not say
 QUERY_MAX_TOKENS = 32
 FAST_MAX_BATCH = 16  # larger batches (e.g. many parallel eval envs) take the plain path
@@ -131,6 +133,9 @@ class UIO2Policy:
         if self.format.history > config.num_frames:
             raise CheckpointError(f"{directory}: action_format.history {self.format.history} > the model's "
                                   f"{config.num_frames} history frames")
+        if self.tokens_per_chunk >= config.t5_config.decoder_max_text_length:
+            raise CheckpointError(f"{directory}: a chunk needs {self.tokens_per_chunk} tokens, the decoder holds "
+                                  f"{config.t5_config.decoder_max_text_length - 1}")
         self.image_size = self._square(config.t5_config.default_image_vit_size, "default_image_vit_size")
         self.history_size = self._square(config.t5_config.default_image_history_vit_size,
                                          "default_image_history_vit_size")
@@ -148,9 +153,15 @@ class UIO2Policy:
             from uio_robot.policies.uio2.fast import FastGenerator
 
             longest = min(QUERY_MAX_TOKENS, config.t5_config.decoder_max_text_length - 1)
-            self._fast_control = FastGenerator(self.model, max_batch=FAST_MAX_BATCH,
-                                               max_new_tokens=self.tokens_per_chunk)
-            self._fast_query = FastGenerator(self.model, max_batch=FAST_MAX_BATCH, max_new_tokens=longest)
+            try:
+                self._fast_control = FastGenerator(self.model, max_batch=FAST_MAX_BATCH,
+                                                   max_new_tokens=self.tokens_per_chunk)
+                self._fast_query = FastGenerator(self.model, max_batch=FAST_MAX_BATCH, max_new_tokens=longest)
+            except ValueError as exc:  # a network variant the fast path does not cover
+                if fast:
+                    raise
+                log.warning("fast generation unavailable (%s); using the plain path", exc)
+                self._fast_control = self._fast_query = None
 
     # ---- set-up ---------------------------------------------------------------------------------------
     @staticmethod
