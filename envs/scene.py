@@ -34,7 +34,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 
 # Where objects, the box and the zone may be put (world x, y in metres); all of it is within reach.
-TABLE_REGION = ((0.36, 0.66), (-0.26, 0.26))
+TABLE_REGION = ((0.34, 0.68), (-0.27, 0.27))
 PARK_Z = -0.73  # unused objects rest on the floor behind the robot, out of every camera's view
 BIN_INNER_HALF = 0.073
 BIN_RIM_Z = 0.058
@@ -121,28 +121,31 @@ def object_slots(model: mujoco.MjModel) -> list[ObjectSlot]:
 def place_without_overlap(
     rng: np.random.Generator,
     radii: list[float],
-    occupied: list[tuple[np.ndarray, float]] | None = None,
     region: tuple[tuple[float, float], tuple[float, float]] = TABLE_REGION,
-    gap: float = 0.02,
-    tries: int = 200,
+    gap: float = 0.03,
+    tries: int = 60,
+    restarts: int = 50,
 ) -> list[np.ndarray]:
-    """Sample one xy per radius so that no two footprints (nor `occupied` ones) come within `gap`.
+    """Sample one xy per footprint radius so that no two footprints come within `gap` of each other.
 
-    Raises RuntimeError if the table is too crowded, which with the built-in tasks does not happen.
+    Footprints are placed in order by rejection sampling; when one does not fit, the whole layout
+    starts again (a greedy layout can leave no room for the last one). Raises RuntimeError if no
+    layout is found, which for the built-in tasks does not happen.
     """
-    placed = list(occupied or [])
-    out = []
-    for r in radii:
-        for _ in range(tries):
-            xy = np.array([rng.uniform(region[0][0] + r, region[0][1] - r),
-                           rng.uniform(region[1][0] + r, region[1][1] - r)])
-            if all(np.linalg.norm(xy - p) >= r + pr + gap for p, pr in placed):
+    for _ in range(restarts):
+        placed: list[tuple[np.ndarray, float]] = []
+        for r in radii:
+            for _ in range(tries):
+                xy = np.array([rng.uniform(region[0][0] + r, region[0][1] - r),
+                               rng.uniform(region[1][0] + r, region[1][1] - r)])
+                if all(np.linalg.norm(xy - p) >= r + pr + gap for p, pr in placed):
+                    placed.append((xy, r))
+                    break
+            else:
                 break
-        else:
-            raise RuntimeError(f"could not place an object of radius {r} without overlap in {tries} tries")
-        placed.append((xy, r))
-        out.append(xy)
-    return out
+        if len(placed) == len(radii):
+            return [xy for xy, _ in placed]
+    raise RuntimeError(f"no layout without overlap for footprints {radii} in region {region}")
 
 
 def yaw_of(xmat: np.ndarray) -> float:

@@ -301,18 +301,16 @@ class TabletopEnv(gym.Env):
         m, d, ep = self.model, self.data, self.episode
         for i, slot in enumerate(self.slots.values()):
             d.qpos[slot.qpos_adr:slot.qpos_adr + 7] = [-1.0, -0.6 + 0.15 * i, PARK_Z, 1, 0, 0, 0]
-        occupied = []
-        for used, mocap, footprint in ((ep.use_bin, self._bin_mocap, BIN_FOOTPRINT),
-                                       (ep.use_zone, self._zone_mocap, ZONE_FOOTPRINT)):
-            if used:
-                xy = place_without_overlap(rng, [footprint], occupied)[0]
-                occupied.append((xy, footprint))
-                d.mocap_pos[mocap] = [xy[0], xy[1], 0.0]
-            else:
-                d.mocap_pos[mocap] = [-1.5, 1.5 if mocap == self._zone_mocap else -1.5, PARK_Z - 0.02]
+        fixtures = [(mocap, footprint) for used, mocap, footprint in
+                    ((ep.use_bin, self._bin_mocap, BIN_FOOTPRINT), (ep.use_zone, self._zone_mocap, ZONE_FOOTPRINT))
+                    if used]
         names = list(ep.objects)
-        radii = [self.slots[n].radius for n in names]
-        xys = place_without_overlap(rng, radii, occupied, gap=0.03)
+        xys = place_without_overlap(rng, [f for _, f in fixtures] + [self.slots[n].radius for n in names])
+        d.mocap_pos[self._bin_mocap] = [-1.5, -1.5, PARK_Z - 0.02]
+        d.mocap_pos[self._zone_mocap] = [-1.5, 1.5, PARK_Z - 0.02]
+        for (mocap, _), xy in zip(fixtures, xys):
+            d.mocap_pos[mocap] = [xy[0], xy[1], 0.0]
+        xys = xys[len(fixtures):]
         for name, xy in zip(names, xys):
             slot = self.slots[name]
             yaw = rng.uniform(-np.pi / 4, np.pi / 4) if slot.shape == "cube" else 0.0
