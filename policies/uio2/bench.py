@@ -12,7 +12,9 @@ Stages, each over the timed iterations (warm-up excluded), p50/p90/p99 in ms:
 - decode_token: one decode step: (time of a 32-token decode - time of a 1-token decode) / 31, which
   leaves out what a request pays once (plain: cross-attention K/V; fast: mask and buffer set-up);
 - action_step: end to end, 8 tokens constrained to location tokens;
-- answer32: end to end, a 32-token unconstrained answer (EOS suppressed).
+- answer32: end to end, a 32-token unconstrained answer (EOS suppressed);
+- after_step: work done after the actions are out, before the next observation (fast path with
+  prefetch: this frame's history features, so the next tick finds both history frames cached).
 decode_gbps = bytes a decode step must read (decoder weights, output table, cross K/V, self caches) /
 decode token time. peak_mem_mb: peak allocated GPU memory, or the process's peak RSS on a CPU.
 """
@@ -44,7 +46,7 @@ PROMPT = 40
 HISTORY = 2
 ACTION_TOKENS = 8
 ANSWER_TOKENS = 32
-STAGES = ("preprocess", "vision", "encoder", "decode_token", "action_step", "answer32")
+STAGES = ("preprocess", "vision", "encoder", "decode_token", "action_step", "answer32", "after_step")
 
 
 def random_batch(model: UIO2Model, batch: int, prompt_len: int, frames_used: int, seed: int = 0) -> dict:
@@ -132,6 +134,9 @@ class Plain:
         x, mask, rope = embedded
         return Encoded(self.model.encoder(x, mask, rope), mask, rope)
 
+    def after_step(self, tick: int) -> None:
+        """The plain path keeps nothing between ticks."""
+
     def decode(self, encoded: Encoded, steps: int, allowed) -> torch.Tensor:
         locs = None if allowed is None else (lambda step, tokens: allowed)
         return generate(self.model, encoded=encoded, max_new_tokens=steps, min_new_tokens=steps,
@@ -146,8 +151,8 @@ class Fast:
 
     name = "fast"
 
-    def __init__(self, model: UIO2Model, scene: Scene, generator: FastGenerator):
-        self.model, self.scene, self.gen = model, scene, generator
+    def __init__(self, model: UIO2Model, scene: Scene, generator: FastGenerator, prefetch: bool):
+        self.model, self.scene, self.gen, self.prefetch = model, scene, generator, prefetch
         self.locs: torch.Tensor | None = None
 
     def preprocess(self, tick: int) -> dict:
@@ -175,6 +180,16 @@ class Fast:
         batch, image, history = parts
         return self.gen.prefill(embedded=self.gen.embed(batch, history=history, image=image))
 
+    def after_step(self, tick: int) -> None:
+        """After the actions are out: this tick's frame will be the newest history frame next tick, so
+        its history features are computed now, while the robot executes (off the observation-to-action
+        path). Without prefetch the next tick computes it itself (one cache miss per tick)."""
+        if self.prefetch:
+            dev = self.model.device
+            self.gen.history.features([(r, tick) for r in range(self.scene.batch)],
+                                      [torch.from_numpy(self.scene.image(tick, r)).to(dev)
+                                       for r in range(self.scene.batch)])
+
     def decode(self, state, steps: int, allowed) -> torch.Tensor:
         if allowed is not None:
             if self.locs is None:
@@ -200,7 +215,8 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 @torch.no_grad()
 def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: torch.dtype, iters: int,
-        warmup: int, vocab_size: int | None, progress: Callable[[str], None] = lambda s: None) -> dict:
+        warmup: int, vocab_size: int | None, prefetch: bool = True,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
     """All stage timings of one configuration, as the JSON result."""
     torch.manual_seed(0)
     config = preset(preset_name, vocab_size=vocab_size)
@@ -214,7 +230,7 @@ def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: 
     model.rebuild_buffers()
     scene = Scene(model, batch)
     gen = FastGenerator(model, max_batch=batch, max_new_tokens=ANSWER_TOKENS)
-    pipe = Plain(model, scene) if plain else Fast(model, scene, gen)
+    pipe = Plain(model, scene) if plain else Fast(model, scene, gen, prefetch)
     locs = location_ids(config.t5_config.vocab_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -236,20 +252,23 @@ def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: 
         enc, t_enc = timed(pipe.encoder, vis)
         _, t_one = timed(pipe.decode, enc, 1, None)
         _, t_all = timed(pipe.decode, enc, ANSWER_TOKENS, None)
+        _, t_after = timed(pipe.after_step, tick)
         tick += 1
         _sync(device)
         start = time.perf_counter()
         pipe.decode(pipe.encoder(pipe.vision(pipe.preprocess(tick))), ACTION_TOKENS, locs)
         _sync(device)
         t_action = (time.perf_counter() - start) * 1e3
+        pipe.after_step(tick)
         tick += 1
         start = time.perf_counter()
         pipe.decode(pipe.encoder(pipe.vision(pipe.preprocess(tick))), ANSWER_TOKENS, None)
         _sync(device)
         t_answer = (time.perf_counter() - start) * 1e3
+        pipe.after_step(tick)
         if keep:
             t_token = (t_all - t_one) / (ANSWER_TOKENS - 1)
-            for name, value in zip(STAGES, (t_pre, t_vis, t_enc, t_token, t_action, t_answer)):
+            for name, value in zip(STAGES, (t_pre, t_vis, t_enc, t_token, t_action, t_answer, t_after)):
                 stage_ms[name].append(value)
     result = {f"{s}_ms": _percentiles(v) for s, v in stage_ms.items()}
     token_ms = result["decode_token_ms"]["p50"]
@@ -264,6 +283,7 @@ def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: 
         "decode_gbps": bytes_per_token / (token_ms * 1e-3) / 1e9,
         "peak_mem_mb": _peak_mem_mb(device),
         "cuda_graphs": bool(gen.use_graphs) and not plain,
+        "history_prefetch": prefetch and not plain,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
@@ -336,6 +356,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--vocab-size", type=int, default=None,
                    help="text vocabulary (default: 1536 for tiny, which ships a small tokenizer; 33280 otherwise)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="fast path: compute the newest history frame inside the next action step instead")
     p.add_argument("--json", default=None, help="write the results here as JSON")
     args = p.parse_args(argv)
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
@@ -349,7 +371,7 @@ def main(argv: list[str]) -> int:
     from tqdm import tqdm
     bar = tqdm(total=args.warmup + args.iters, desc=f"bench {args.preset}", leave=False)
     result = run(args.preset, args.batch, args.plain, device, dtype, args.iters, args.warmup, vocab,
-                 progress=lambda s: bar.update(1))
+                 prefetch=not args.no_prefetch, progress=lambda s: bar.update(1))
     bar.close()
     print(format_table(result))
     if args.json:
