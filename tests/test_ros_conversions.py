@@ -180,6 +180,7 @@ def test_bag_round_trip(tmp_path):
     bag.write("camera/image_raw", image, 1_000)
     bag.write("command", cv.float64_array(np.array([0.1, 0.2]), ["a", "b"]), 2_000)
     bag.write("instruction", String(data="reach the red ball"), 3_000)
+    bag.write("joint_states", cv.make_joint_state(["a", "b"], [1.0, 2.0]), 4_000)
     assert not (tmp_path / "episode_000000").exists()  # only the partial directory while recording
     path = bag.close()
     assert path == tmp_path / "episode_000000" and not (tmp_path / ".episode_000000.partial").exists()
@@ -187,11 +188,12 @@ def test_bag_round_trip(tmp_path):
     messages = read_bag(path)
     assert [(t, k, ts) for t, k, ts, _ in messages] == [
         ("camera/image_raw", "sensor_msgs/msg/Image", 1_000), ("command", "std_msgs/msg/Float64MultiArray", 2_000),
-        ("instruction", "std_msgs/msg/String", 3_000)]
+        ("instruction", "std_msgs/msg/String", 3_000), ("joint_states", "sensor_msgs/msg/JointState", 4_000)]
     img = messages[0][3]
     assert (img.height, img.width, img.encoding) == (6, 5, "rgb8")
     np.testing.assert_array_equal(np.asarray(img.data).reshape(6, 5, 3), RGB)
     np.testing.assert_allclose(messages[1][3].data, [0.1, 0.2])
     assert messages[2][3].data == "reach the red ball"
+    assert list(messages[3][3].name) == ["a", "b"] and list(messages[3][3].position) == [1.0, 2.0]
     with pytest.raises(FileExistsError):
         BagRecorder(path)

@@ -1,9 +1,10 @@
 """Recording an episode's ROS 2 traffic as a rosbag2 (mcap storage) with `rosbags` (no ROS install needed).
 
-The agent node hands over each message it receives or publishes (already CDR-serialized by rclpy, the
-same bytes a `ros2 bag record` would store). The bag is written into `.<name>.partial/` and renamed to
-`<name>/` when the episode ends, so a crash never leaves a half-written bag under its final name.
-Read one back with `read_bag(path)`, or `ros2 bag info`/`ros2 bag play` on a ROS 2 machine.
+The agent node hands over each message it receives or publishes; it is CDR-serialized by rclpy (the
+wire format `ros2 bag record` stores), without the slack bytes at the end of rclpy's buffer. The bag
+is written into `.<name>.partial/` and renamed to `<name>/` when the episode ends, so a crash never
+leaves a half-written bag under its final name. Read one back with `read_bag(path)`, or with
+`ros2 bag info` / `ros2 bag play` on a ROS 2 machine.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class BagRecorder:
 
     def write(self, topic: str, msg, t_ns: int, raw: bytes | None = None) -> None:
         kind = msgtype_of(msg)
-        data = raw if raw is not None else serialize_message(msg)
+        data = self._exact(kind, raw if raw is not None else serialize_message(msg))
         with self._lock:
             if self._writer is None:
                 return
@@ -55,6 +56,13 @@ class BagRecorder:
                     topic, kind, typestore=self._typestore)
             self._writer.write(conn, t_ns, data)
             self.count += 1
+
+    def _exact(self, kind: str, data: bytes) -> bytes:
+        """The CDR bytes without the trailing slack rclpy's buffer may carry (readers reject it)."""
+        msgdef = self._typestore.get_msgdef(kind)
+        decode = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
+        _, end = decode(memoryview(data)[4:], 0, msgdef.cls, self._typestore)
+        return bytes(data[: end + 4])
 
     def close(self) -> Path:
         with self._lock:
