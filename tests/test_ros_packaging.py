@@ -22,8 +22,12 @@ def test_pip_install_puts_the_ros_package_under_share(tmp_path):
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True,
                    cwd=tmp_path, timeout=300)
     wheel = next(wheels.glob("uio_robot-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--prefix", str(prefix), str(wheel)], check=True,
-                   timeout=300)
+    # --ignore-installed: never uninstall the uio-robot of the running environment
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--ignore-installed", "--prefix", str(prefix),
+                    str(wheel)], check=True, timeout=300)
+    still = subprocess.run([sys.executable, "-c", "import uio_robot.agent as a; print(a.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert still.returncode == 0, "the environment's own uio-robot install was disturbed"
     share = prefix / "share"
     assert (share / "ament_index/resource_index/packages/uio_robot").is_file()
     for name in LAUNCH_FILES:
