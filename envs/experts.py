@@ -12,6 +12,7 @@ import numpy as np
 
 from .scene import BIN_RIM_Z
 from .tabletop_env import TabletopEnv
+from .tasks import Reach
 
 CRUISE = 0.03  # metres per step when far from the goal
 FINE = 0.015  # metres per step for descending and placing
@@ -73,8 +74,6 @@ class ReachExpert(Expert):
         self.goto("reach")
 
     def policy(self, obs):
-        from .tasks import Reach
-
         action, _, _ = self.move(obs, Reach.goal(self.env), 0.0, OPEN)
         return action
 

@@ -305,7 +305,14 @@ class TabletopEnv(gym.Env):
                     ((ep.use_bin, self._bin_mocap, BIN_FOOTPRINT), (ep.use_zone, self._zone_mocap, ZONE_FOOTPRINT))
                     if used]
         names = list(ep.objects)
-        xys = place_without_overlap(rng, [f for _, f in fixtures] + [self.slots[n].radius for n in names])
+        radius = {n: self.slots[n].radius for n in names}
+        for _ in range(100):
+            xys = place_without_overlap(rng, [f for _, f in fixtures] + [radius[n] for n in names])
+            keys = ["bin" if mocap == self._bin_mocap else "zone" for mocap, _ in fixtures] + names
+            if self.task.layout_ok(ep, dict(zip(keys, xys)), radius):
+                break
+        else:
+            raise RuntimeError(f"{self.task.name}: no acceptable layout in 100 samples")
         d.mocap_pos[self._bin_mocap] = [-1.5, -1.5, PARK_Z - 0.02]
         d.mocap_pos[self._zone_mocap] = [-1.5, 1.5, PARK_Z - 0.02]
         for (mocap, _), xy in zip(fixtures, xys):

@@ -54,6 +54,10 @@ class Task:
     def success(self, env: TabletopEnv) -> bool:
         raise NotImplementedError
 
+    def layout_ok(self, episode: Episode, xy: dict[str, np.ndarray], radius: dict[str, float]) -> bool:
+        """Veto a sampled layout (`xy` holds object names and "bin"/"zone"); the env then resamples."""
+        return True
+
     def phrase(self, rng: np.random.Generator, **words: str) -> str:
         return self.templates[int(rng.integers(len(self.templates)))].format(**words)
 
@@ -127,6 +131,19 @@ class Push(Task):
         ep = Episode(dict(zip(slots, _distinct_colours(rng, 2))), "", target=slots[0], use_zone=True)
         ep.instruction = self.phrase(rng, obj=describe(ep, slots[0]))
         return ep
+
+    def layout_ok(self, episode, xy, radius):
+        """Keep distractors out of the corridor the pushed object travels through."""
+        start, end = xy[episode.target], xy["zone"]
+        u = (end - start) / max(float(np.linalg.norm(end - start)), 1e-9)
+        start = start - u * 0.08  # the pusher stands behind the object
+        for name in episode.objects:
+            if name == episode.target:
+                continue
+            t = np.clip((xy[name] - start) @ u, 0.0, float(np.linalg.norm(end - start)))
+            if np.linalg.norm(start + t * u - xy[name]) < radius[name] + radius[episode.target] + 0.06:
+                return False
+        return True
 
     def success(self, env):
         slot = env.slot(env.episode.target)

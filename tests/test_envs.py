@@ -209,3 +209,23 @@ def test_package_sets_mujoco_gl_when_unset():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["egl", "True"]
+
+
+@pytest.mark.parametrize("task", ["PickPlace", "Push"])
+def test_layouts_do_not_overlap_and_keep_the_push_path_clear(task):
+    env = TabletopEnv(task, images=())
+    for seed in range(25):
+        env.reset(seed=seed)
+        info = env.scene_info()
+        fixtures = [(np.array(info["container"]["position"][:2]), 0.12)] if info["container"] else []
+        fixtures += [(np.array(info["zone"]["position"][:2]), 0.07)] if info["zone"] else []
+        things = fixtures + [(np.array(o["position"][:2]), env.slot(o["name"]).radius) for o in info["objects"]]
+        for i, (p, r) in enumerate(things):
+            for q, s in things[i + 1:]:
+                assert np.linalg.norm(p - q) >= r + s, (seed, p, q)
+        if task == "Push":
+            target = env.object_pos(info["target"])[:2]
+            zone = np.array(info["zone"]["position"][:2])
+            other = next(np.array(o["position"][:2]) for o in info["objects"] if o["name"] != info["target"])
+            t = np.clip((other - target) @ (zone - target) / np.sum((zone - target) ** 2), 0, 1)
+            assert np.linalg.norm(target + t * (zone - target) - other) > 0.08, seed
