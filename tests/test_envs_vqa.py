@@ -7,13 +7,13 @@ import pytest
 from uio_robot.envs import TabletopEnv
 from uio_robot.envs.vqa import episode_vqa, project, split_of, vqa_pairs
 
-# The front camera of the shipped scene: at (1, 0, 0.5), looking back at the robot and down.
+# The front camera of the shipped scene: at (0.95, 0, 0.5), looking back at the robot and down.
 _xaxis = np.array([0.0, 1.0, 0.0])
-_yaxis = np.array([-0.45, 0.0, 0.5]) / np.linalg.norm([-0.45, 0.0, 0.5])
+_yaxis = np.array([-0.4, 0.0, 0.5]) / np.linalg.norm([-0.4, 0.0, 0.5])
 CAMERA = {
-    "position": [1.0, 0.0, 0.5],
+    "position": [0.95, 0.0, 0.5],
     "xmat": np.stack([_xaxis, _yaxis, np.cross(_xaxis, _yaxis)], axis=1).reshape(-1).tolist(),
-    "fovy_deg": 45.0, "width": 128, "height": 128,
+    "fovy_deg": 52.0, "width": 128, "height": 128,
 }
 
 
@@ -84,6 +84,7 @@ def test_projection_matches_rendered_pixels():
     env = TabletopEnv("PickByDescription", image_size=128)
     env.reset(seed=11)
     info = env.scene_info()
+    np.testing.assert_allclose(info["camera"]["xmat"], CAMERA["xmat"], atol=1e-6)
     renderer = mujoco.Renderer(env.model, 128, 128)
     renderer.enable_segmentation_rendering()
     renderer.update_scene(env.data, "front")
