@@ -1,5 +1,8 @@
 """The `uio-robot` command: one entry point, one subcommand per job.
 
+Errors that come from bad input (every project error type is a ValueError or OSError) end the command
+with one line naming the problem and exit status 2; set UIO_ROBOT_DEBUG=1 for the traceback.
+
 Subcommands are looked up lazily so that `uio-robot bench-loop` on a robot PC does not import torch or
 MuJoCo unless the job needs them. Each subcommand's module exposes `main(argv: list[str]) -> int`.
 """
@@ -7,6 +10,7 @@ MuJoCo unless the job needs them. Each subcommand's module exposes `main(argv: l
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Modules are imported only when their subcommand runs.
@@ -51,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"uio-robot {name}: missing dependency {exc.name!r}; install the matching extra "
               "(e.g. pip install 'uio-robot[sim]' or 'uio-robot[ros]')", file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, OSError) as exc:
+        # Bad input (config values, files, checkpoints, observations) is reported as one line naming the
+        # problem; every such error type of the project derives from ValueError or OSError.
+        if os.environ.get("UIO_ROBOT_DEBUG"):
+            raise
+        print(f"uio-robot {name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

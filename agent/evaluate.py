@@ -428,16 +428,8 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    from uio_robot.policies.codec import CodecMismatch
-    from uio_robot.policies.factory import DefaultModelMissing
-    from uio_robot.policies.uio2.checkpoint import CheckpointError
-
-    try:
-        cfg = load_config(argv)
-        results = evaluate(cfg)
-    except (ConfigError, DefaultModelMissing, CodecMismatch, CheckpointError, FileNotFoundError) as exc:
-        print(f"uio-robot eval: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(argv)
+    results = evaluate(cfg)
     print(format_results(results))
     print(f"wrote {Path(cfg.out_dir) / 'results.json'}, results.png and {len(results['videos'])} videos")
     return 0

@@ -11,9 +11,8 @@ The model is the shipped default unless `policy.checkpoint` names another.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .config import ConfigError, load_config
+from .config import load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,20 +26,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args, overrides = _parser().parse_known_args(argv)
-    from uio_robot.policies.factory import DefaultModelMissing, resolve_checkpoint
-    from uio_robot.policies.uio2.checkpoint import CheckpointError
+    from uio_robot.policies.factory import resolve_checkpoint
     from uio_robot.policies.uio2.preprocess import load_image
     from uio_robot.policies.uio2_policy import UIO2Policy
 
-    try:
-        cfg = load_config(overrides)
-        image = load_image(args.image, "--image")
-        policy = UIO2Policy(resolve_checkpoint(cfg.policy.checkpoint), device=cfg.policy.device,
-                            dtype=cfg.policy.dtype)
-        result = policy.ground({policy.format.camera: image}, args.question, max_new_tokens=args.max_tokens)
-    except (ConfigError, DefaultModelMissing, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"uio-robot query: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(overrides)
+    image = load_image(args.image, "--image")
+    policy = UIO2Policy(resolve_checkpoint(cfg.policy.checkpoint), device=cfg.policy.device,
+                        dtype=cfg.policy.dtype)
+    result = policy.ground({policy.format.camera: image}, args.question, max_new_tokens=args.max_tokens)
     print(f"Q: {args.question}")
     print(f"A: {result.answer}")
     h, w = image.shape[:2]

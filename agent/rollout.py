@@ -17,13 +17,12 @@ Writes `<out_dir>/<Task>_seed<seed>.mp4` (the front camera at the control rate) 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .config import AppConfig, ConfigError, load_config
+from .config import AppConfig, load_config
 from .gym_robot import GymRobot
 from .loop import ControlLoop
 from .protocols import ArraySpec
@@ -142,16 +141,8 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    from uio_robot.policies.codec import CodecMismatch
-    from uio_robot.policies.factory import DefaultModelMissing
-    from uio_robot.policies.uio2.checkpoint import CheckpointError
-
-    try:
-        cfg = load_config(argv)
-        result = run(cfg)
-    except (ConfigError, DefaultModelMissing, CodecMismatch, CheckpointError, FileNotFoundError) as exc:
-        print(f"uio-robot rollout: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(argv)
+    result = run(cfg)
     print(f"task         {result['task']} (seed {result['seed']}): {result['instruction']}")
     print(f"policy       {result['policy']} {result['checkpoint'] or ''}".rstrip())
     print(f"outcome      {'SUCCESS' if result['success'] else 'FAILURE'} after {result['steps']} steps")

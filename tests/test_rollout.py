@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_policy import make_tiny_checkpoint
 
-from uio_robot.agent import rollout
+from uio_robot.agent import cli, rollout
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_rollout_with_a_baseline_policy(tmp_path, capsys):
 
 def test_missing_default_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "uio_robot.policies.assets", None)  # a build without the shipped model
-    rc = rollout.main([f"out_dir={tmp_path}", "env.max_steps=2"])
+    rc = cli.main(["rollout", f"out_dir={tmp_path}", "env.max_steps=2"])
     assert rc == 2
     assert "default model" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -62,7 +62,7 @@ def test_missing_default_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
 
 def test_layout_mismatch_fails_at_start(tmp_path, capsys):
     ck = make_tiny_checkpoint(tmp_path / "ck", state_names=tuple(f"s{i}" for i in range(12)))
-    rc = rollout.main([f"policy.checkpoint={ck}", "env.task=uio_robot/Reach-v0", f"out_dir={tmp_path / 'out'}"])
+    rc = cli.main(["rollout", f"policy.checkpoint={ck}", "env.task=uio_robot/Reach-v0", f"out_dir={tmp_path / 'out'}"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "do not fit this robot" in err and "grip_x" in err

@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_policy import ACTION_LOW, ACTION_NAMES, STATE_NAMES, make_tiny_checkpoint
 
+from uio_robot.agent import cli
 from uio_robot.policies.codec import CodecMismatch
 from uio_robot.policies.factory import build_policy
 from uio_robot.policies.types import ArraySpec, InvalidObservation, Observation
@@ -198,7 +199,7 @@ def test_query_command(checkpoint, policy, tmp_path, capsys):
     assert rc == 0 and "Q: where is the red ball?" in out and "\nA: " in out
     assert f"A: {expected.answer}\n" in out
     assert ("point (x, y) in pixels of the 80x48 image" in out) == (expected.point is not None)
-    rc = query_cli.main(["--image", str(tmp_path / "missing.png"), "--question", "hi",
+    rc = cli.main(["query", "--image", str(tmp_path / "missing.png"), "--question", "hi",
                          f"policy.checkpoint={checkpoint}"])
     assert rc == 2 and "image file not found" in capsys.readouterr().err
 
