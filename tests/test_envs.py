@@ -21,7 +21,7 @@ from uio_robot.envs.tabletop_env import ACTION_HIGH, ACTION_LOW
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_check_env_is_clean(env_id):
-    env = gym.make(env_id, image_size=64)
+    env = gym.make(env_id, image_size=64, render_mode="rgb_array", render_size=64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped)
