@@ -76,13 +76,13 @@ class EpisodeResult:
 
 def tabletop_specs() -> tuple[ArraySpec, ArraySpec]:
     """The suite's action and state specs, with its dimension names (for the checkpoint's layout check)."""
-    from uio_robot.envs import ACTION_NAMES, ACTION_UNITS, STATE_NAMES, STATE_UNITS, TabletopEnv
+    from uio_robot.envs import TabletopEnv
 
     env = TabletopEnv("Reach", images=())
     try:
         state = env.observation_space["state"]
-        return (ArraySpec(ACTION_NAMES, env.action_space.low, env.action_space.high, ACTION_UNITS),
-                ArraySpec(STATE_NAMES, state.low, state.high, STATE_UNITS))
+        return (ArraySpec(env.action_names, env.action_space.low, env.action_space.high, env.action_units),
+                ArraySpec(env.state_names, state.low, state.high, env.state_units))
     finally:
         env.close()
 

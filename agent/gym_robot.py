@@ -20,12 +20,18 @@ IMAGE_KEYS = ("image", "wrist_image")
 KNOWN_KEYS = frozenset(IMAGE_KEYS + ("state", "instruction"))
 
 
-def _box_spec(box, prefix: str) -> ArraySpec:
+def _box_spec(box, prefix: str, env) -> ArraySpec:
+    """The spec of a 1-D Box; dimension names and units from the env's `<prefix>_names` / `<prefix>_units`
+    attributes when it has them (else "action0", "action1", ...)."""
     shape = getattr(box, "shape", None)
     if shape is None or len(shape) != 1:
         raise ValueError(f"GymRobot: {prefix} space must be a 1-D Box, got {box}")
-    names = tuple(f"{prefix}{i}" for i in range(shape[0]))
-    return ArraySpec(names, np.asarray(box.low, np.float32), np.asarray(box.high, np.float32))
+    names = tuple(getattr(env.unwrapped, f"{prefix}_names", ()) or (f"{prefix}{i}" for i in range(shape[0])))
+    units = tuple(getattr(env.unwrapped, f"{prefix}_units", ()))
+    if len(names) != shape[0] or units and len(units) != shape[0]:
+        raise ValueError(f"GymRobot: env names {len(names)} {prefix} dims / {len(units)} units for a "
+                         f"{shape[0]}-dim space")
+    return ArraySpec(names, np.asarray(box.low, np.float32), np.asarray(box.high, np.float32), units)
 
 
 class GymRobot:
@@ -41,8 +47,8 @@ class GymRobot:
             raise ValueError(f"GymRobot: observation keys must be {sorted(KNOWN_KEYS)} (image and state "
                              f"required); unknown {unknown}, missing {missing}")
         self.env = env
-        self.action_spec = _box_spec(env.action_space, "a")
-        self.state_spec = _box_spec(spaces["state"], "s")
+        self.action_spec = _box_spec(env.action_space, "action", env)
+        self.state_spec = _box_spec(spaces["state"], "state", env)
         if safe_action is None and np.all(self.action_spec.low <= 0) and np.all(self.action_spec.high >= 0):
             safe_action = np.zeros(self.action_spec.dim, np.float32)  # zero delta = hold still
         self.safe_action = None if safe_action is None else np.asarray(safe_action, np.float32)

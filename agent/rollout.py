@@ -25,7 +25,6 @@ import numpy as np
 from .config import AppConfig, load_config
 from .gym_robot import GymRobot
 from .loop import ControlLoop
-from .protocols import ArraySpec
 from .telemetry import TickRecord, format_table, write_json
 from .video import write_mp4
 
@@ -36,18 +35,6 @@ QUESTION_KINDS = ("colour", "count", "shape", "exists")  # short answers anyone 
 def task_name(env_id: str) -> str:
     """"uio_robot/PickPlace-v0" -> "PickPlace"."""
     return env_id.split("/")[-1].rsplit("-v", 1)[0]
-
-
-def name_specs(robot: GymRobot) -> GymRobot:
-    """Give a tabletop robot's specs the suite's dimension names (GymRobot only knows a0.., s0..), so a
-    checkpoint's layout check compares real names."""
-    from uio_robot.envs import ACTION_NAMES, ACTION_UNITS, STATE_NAMES, STATE_UNITS, TabletopEnv
-
-    if isinstance(robot.env.unwrapped, TabletopEnv):
-        a, s = robot.action_spec, robot.state_spec
-        robot.action_spec = ArraySpec(ACTION_NAMES, a.low, a.high, ACTION_UNITS)
-        robot.state_spec = ArraySpec(STATE_NAMES, s.low, s.high, STATE_UNITS)
-    return robot
 
 
 def make_policy(cfg: AppConfig, robot: GymRobot):
@@ -92,7 +79,7 @@ def run(cfg: AppConfig) -> dict:
     started = time.monotonic()
     env_id, seed, task = cfg.env.task, cfg.env.seed, task_name(cfg.env.task)
     camera = "image"
-    robot = name_specs(GymRobot.make(env_id, image_size=cfg.env.image_size))
+    robot = GymRobot.make(env_id, image_size=cfg.env.image_size)
     try:
         policy = make_policy(cfg, robot)
         fit_replanning(cfg, policy)

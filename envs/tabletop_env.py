@@ -69,6 +69,10 @@ class TabletopEnv(gym.Env):
     """A 7-joint arm with a parallel gripper at a table with coloured objects; see the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    # Dimension names and units of the action and state vectors, read by adapters (e.g. GymRobot) so a
+    # checkpoint's layout can be checked against real names.
+    action_names, action_units = ACTION_NAMES, ACTION_UNITS
+    state_names, state_units = STATE_NAMES, STATE_UNITS
 
     def __init__(
         self,
