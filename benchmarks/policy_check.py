@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--execute", type=int, default=4, help="actions of each chunk executed before re-planning")
     p.add_argument("--vqa-scenes", type=int, default=20, help="held-out scenes per task of --vqa-tasks")
     p.add_argument("--vqa-tasks", default="Reach,Push,PickPlace,Stack,PickByDescription")
-    p.add_argument("--point-tol", type=float, default=0.05)
+    p.add_argument("--point-tol", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=EVAL_SEED)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -44,6 +44,7 @@ class DataRecipe:
     history_stride: int = 2
     state_dims: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # grip xyz, yaw, opening
     vqa_fraction: float = 0.35
+    where_repeat: int = 1  # "where" questions count this many times in the VQA mix
     stats_mode: str = "quantile"
     val_episodes: int = 10  # the last episodes (by seed) held out for the validation loss
 
@@ -57,6 +58,7 @@ class OptimRecipe:
     warmup: int = 150
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    location_sigma: float = 0.0  # soft targets for location tokens: Gaussian over bins (0 = one-hot)
     seed: int = 0
     log_every: int = 25
     eval_every: int = 250
@@ -106,10 +108,12 @@ def validate(r: Recipe) -> None:
         (r.data.chunk >= 1, "data.chunk", "must be >= 1"),
         (r.data.history >= 0 and r.data.history_stride >= 1, "data.history", "needs history >= 0, stride >= 1"),
         (0.0 <= r.data.vqa_fraction < 1.0, "data.vqa_fraction", "must be in [0, 1)"),
+        (r.data.where_repeat >= 1, "data.where_repeat", "must be >= 1"),
         (r.data.stats_mode in ("quantile", "minmax"), "data.stats_mode", "must be quantile or minmax"),
         (r.train.steps >= 1 and r.train.batch_size >= 1, "train.steps", "steps and batch_size must be >= 1"),
         (r.train.lr > 0 and 0 <= r.train.min_lr_ratio <= 1, "train.lr", "lr > 0, min_lr_ratio in [0, 1]"),
         (r.train.warmup >= 0 and r.train.grad_clip > 0, "train.warmup", "warmup >= 0, grad_clip > 0"),
+        (r.train.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
         (min(r.train.log_every, r.train.eval_every, r.train.save_every) >= 1, "train.save_every",
          "log/eval/save intervals must be >= 1"),
         (r.model.image_size % 16 == 0 and r.model.history_size % 16 == 0, "model.image_size",

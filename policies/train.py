@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from uio_robot.policies.codec import Codec
+from uio_robot.policies.codec import NUM_BINS, Codec
 from uio_robot.policies.dataset import (
     ActionExamples,
     DatasetError,
@@ -54,7 +53,7 @@ from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
 STATE_FILE, CSV_FILE, PNG_FILE, RECIPE_FILE = "train_state.pt", "loss.csv", "loss.png", "recipe.yaml"
 CHECKPOINT_DIR, TOKENIZER_FILE = "checkpoint", "tokenizer.model"
 CSV_FIELDS = ("step", "epoch", "lr", "loss", "action_loss", "vqa_loss", "val_action_loss", "val_vqa_loss",
-              "val_action_acc", "val_vqa_acc", "elapsed_s")
+              "val_action_bin_err", "val_vqa_acc", "val_vqa_bin_err", "elapsed_s")
 VAL_EXAMPLES = 96  # per kind: enough for a steady curve, cheap enough to run often
 
 
@@ -112,15 +111,42 @@ def lr_at(step: int, r: Recipe) -> float:
 
 # ---- loss ---------------------------------------------------------------------------------------
 
-def example_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example mean token cross-entropy [B] and per-example all-tokens-correct flags [B]."""
-    logits = model(batch).float()
-    targets = batch["targets/text/targets"].long()
-    mask = batch["targets/text/mask"].float()
-    ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-    per_example = (ce * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-    correct = ((logits.argmax(-1) == targets) | (mask == 0)).all(1)
-    return per_example, correct
+class TokenLoss:
+    """Per-example cross-entropy of the target tokens, with soft targets for location tokens.
+
+    A location token (an action value or an image point) is a bin of an ordered quantity, so with
+    `sigma` > 0 its target is a Gaussian over the neighbouring bins (sigma in bins) instead of one class:
+    a near miss costs less than a far one, which gives the network a useful gradient long before it
+    hits exact bins. Other tokens use the ordinary one-hot target.
+    """
+
+    def __init__(self, tokenizer: UIO2Tokenizer, vocab_size: int, sigma: float, device: torch.device):
+        ids = torch.tensor([tokenizer.location_token(b) for b in range(NUM_BINS)], device=device)
+        self.location_ids = ids  # index b -> token id of bin b
+        self.bin_of = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+        self.bin_of[ids] = torch.arange(NUM_BINS, device=device)
+        self.sigma = float(sigma)
+        self.bins = torch.arange(NUM_BINS, device=device, dtype=torch.float32)
+
+    def __call__(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"loss": [B], "correct": [B] whole target right, "bin_err": [B] mean |bin error| of the
+        location tokens (nan for targets without any)}."""
+        logp = model(batch).float().log_softmax(-1)
+        targets = batch["targets/text/targets"].long()
+        mask = batch["targets/text/mask"].float()
+        nll = -logp.gather(-1, targets[..., None])[..., 0]
+        bins = self.bin_of[targets]
+        is_loc = (bins >= 0) & (mask > 0)
+        loc_logp = logp[..., self.location_ids]  # [B, T, 1000] in bin order
+        if self.sigma > 0:
+            w = torch.exp(-0.5 * ((self.bins - bins[..., None].float()) / self.sigma) ** 2)
+            soft = -(w / w.sum(-1, keepdim=True) * loc_logp).sum(-1)
+            nll = torch.where(is_loc, soft, nll)
+        loss = (nll * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        correct = ((logp.argmax(-1) == targets) | (mask == 0)).all(1)
+        err = (loc_logp.argmax(-1) - bins).abs().float() * is_loc
+        bin_err = err.sum(1) / is_loc.sum(1).float()  # nan where no location token
+        return {"loss": loss, "correct": correct, "bin_err": bin_err}
 
 
 def split_mean(values: torch.Tensor, is_action: torch.Tensor) -> tuple[float, float]:
@@ -160,6 +186,27 @@ def build_tokenizer(r: Recipe, data: DemoData, out_dir: Path, dist: Dist) -> Pat
     return path
 
 
+@torch.no_grad()
+def sincos_positions_(table: torch.Tensor) -> None:
+    """Fill the ViT's patch position rows with fixed 2D sine/cosine features (unit scale).
+
+    Why: from scratch, the random position rows (std 0.02) are tiny beside the patch embeddings, so for
+    hundreds of steps the network barely knows where a patch is, and pointing at objects (actions,
+    "where" answers) is what it has to learn first. Row 0 (the class position) is left as it is.
+    """
+    side, dim = math.isqrt(table.shape[0] - 1), table.shape[1]
+    n_freq = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(n_freq, dtype=torch.float64) / max(n_freq, 1)))
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float64), torch.arange(side, dtype=torch.float64),
+                            indexing="ij")
+    feats = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        angles = coord[:, None] * freqs[None, :] * (math.pi / 2)
+        feats += [angles.sin(), angles.cos()]
+    rows = torch.cat(feats, 1)
+    table[1:, : rows.shape[1]] = rows.to(table.dtype)
+
+
 def build_model(r: Recipe, tokenizer: UIO2Tokenizer, device: torch.device) -> UIO2Model:
     if r.model.init:
         model = load_model(r.model.init, dtype=torch.float32, device=device)
@@ -168,7 +215,9 @@ def build_model(r: Recipe, tokenizer: UIO2Tokenizer, device: torch.device) -> UI
                               f"{model.config.num_frames} history frames")
     else:
         config = model_config(r.model, tokenizer.model_vocab_size, r.data.history)
-        model = UIO2Model(config).init_weights(r.train.seed).to(device)
+        model = UIO2Model(config).init_weights(r.train.seed)
+        sincos_positions_(model.input_embedders["image"].image_encoder.vision_transformer.positional_embedding)
+        model = model.to(device)
     if tokenizer.vocab_size > model.config.t5_config.vocab_size:
         raise RecipeError(f"tokenizer has {tokenizer.vocab_size} ids but the model only "
                           f"{model.config.t5_config.vocab_size}")
@@ -249,20 +298,23 @@ def save_state(path: Path, model: UIO2Model, optimizer, step: int, epoch: int, p
 # ---- the loop -----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def validate(model, val_sets: list[list[dict]], device) -> dict[str, float]:
-    """Teacher-forced loss and exact-match rate of the whole target, per kind."""
+def validate(model, loss_fn: TokenLoss, val_sets: list[list[dict]], device) -> dict[str, float]:
+    """Teacher-forced loss, exact-match rate of the whole target (VQA) and mean location-bin error."""
     model.eval()
     out = {}
     for name, examples in zip(("action", "vqa"), val_sets):
-        losses, correct = [], []
+        parts: dict[str, list[torch.Tensor]] = {"loss": [], "correct": [], "bin_err": []}
         for i in range(0, len(examples), 32):
-            batch = to_batch(build_batch(examples[i:i + 32]), device)
-            loss, ok = example_losses(model, batch)
-            losses.append(loss)
-            correct.append(ok)
-        if losses:
-            out[f"val_{name}_loss"] = float(torch.cat(losses).mean())
-            out[f"val_{name}_acc"] = float(torch.cat(correct).float().mean())
+            result = loss_fn(model, to_batch(build_batch(examples[i:i + 32]), device))
+            for key in parts:
+                parts[key].append(result[key].float())
+        if not examples:
+            continue
+        values = {k: torch.cat(v) for k, v in parts.items()}
+        out[f"val_{name}_loss"] = float(values["loss"].mean())
+        out[f"val_{name}_bin_err"] = float(values["bin_err"].nanmean())
+        if name == "vqa":
+            out["val_vqa_acc"] = float(values["correct"].mean())
     model.train()
     return out
 
@@ -293,7 +345,9 @@ def train(r: Recipe) -> Path:
     tokenizer = UIO2Tokenizer(tok_path)
     model = build_model(r, tokenizer, dist.device)
     fmt = example_format(r, codec, model)
-    mixed = MixedExamples(ActionExamples(train_eps, tokenizer, fmt), VQAExamples(data.scenes, tokenizer, fmt),
+    loss_fn = TokenLoss(tokenizer, model.config.t5_config.vocab_size, r.train.location_sigma, dist.device)
+    mixed = MixedExamples(ActionExamples(train_eps, tokenizer, fmt),
+                          VQAExamples(data.scenes, tokenizer, fmt, where_repeat=r.data.where_repeat),
                           r.data.vqa_fraction)
     val_actions = ActionExamples(val_eps, tokenizer, fmt)
     val_sets = [[val_actions[i] for i in _spread(len(val_actions), VAL_EXAMPLES)]]
@@ -351,7 +405,7 @@ def train(r: Recipe) -> Path:
             batch = to_batch(batch_np, dist.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, r)
-            losses, _ = example_losses(net, batch)
+            losses = loss_fn(net, batch)["loss"]
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -364,7 +418,8 @@ def train(r: Recipe) -> Path:
             if dist.main and (step % r.train.log_every == 0 or step == r.train.steps):
                 row = _row(step, epoch, optimizer.param_groups[0]["lr"], window, time.time() - start)
                 if step % r.train.eval_every == 0 or step == r.train.steps:
-                    row.update({k: f"{v:.5f}" for k, v in validate(model, val_sets, dist.device).items()})
+                    val = validate(model, loss_fn, val_sets, dist.device)
+                    row.update({k: f"{v:.5f}" for k, v in val.items() if k in CSV_FIELDS})
                 rows.append(row)
                 bar.set_postfix(loss=row["loss"])
                 window = []

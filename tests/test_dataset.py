@@ -194,6 +194,8 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
     where = [i for i in range(len(train_vqa)) if train_vqa.pair(i)[1]["kind"] == "where"]
     ids = train_vqa[where[0]]["targets/text/targets"]
     assert len(ids) == 3 and all(tokenizer.is_location(int(i)) for i in ids[:2])  # y, x location tokens
+    weighted = VQAExamples(data.scenes, tokenizer, fmt, split="train", where_repeat=3)
+    assert len(weighted) == len(train_vqa) + 2 * len(where)
     actions = ActionExamples(data.episodes, tokenizer, fmt)
     mixed = MixedExamples(actions, train_vqa, vqa_fraction=0.25)
     assert len(mixed) == len(actions) + round(len(actions) / 3)

@@ -107,3 +107,23 @@ def test_bad_recipes_are_named(demos, tmp_path):
     with pytest.raises(RecipeError, match="key=value"):
         load_recipe(["train.steps"])
     assert train_mod.main([f"data.dir={tmp_path / 'none'}", f"out_dir={tmp_path / 'o'}"]) == 2
+
+
+def test_soft_location_targets_charge_near_misses_less(demos, tmp_path):
+    from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
+
+    tok = UIO2Tokenizer(train_tokenizer(["robot state", "reach the red cube"], tmp_path / "t.model", 300))
+    vocab = tok.vocab_size
+    target = tok.location_token(500)
+    batch = {"targets/text/targets": torch.tensor([[target, tok.eos_id]] * 3),
+             "targets/text/mask": torch.ones(3, 2, dtype=torch.int32)}
+    logits = torch.zeros(3, 2, vocab)
+    for row, guess in enumerate((500, 505, 700)):  # exact, near miss, far miss
+        logits[row, 0, tok.location_token(guess)] = 10.0
+    logits[:, 1, tok.eos_id] = 10.0
+    soft = train_mod.TokenLoss(tok, vocab, sigma=5.0, device=torch.device("cpu"))(lambda b: logits, batch)
+    hard = train_mod.TokenLoss(tok, vocab, sigma=0.0, device=torch.device("cpu"))(lambda b: logits, batch)
+    assert soft["loss"][1] < soft["loss"][2]  # soft: the near miss is cheaper than the far one
+    assert torch.isclose(hard["loss"][1], hard["loss"][2])  # one-hot: every miss costs the same
+    assert soft["bin_err"].tolist() == [0.0, 5.0, 200.0]
+    assert soft["correct"].tolist() == [True, False, False]
