@@ -1,0 +1,1 @@
+"""VIMA-style multimodal-prompt tasks on the MuJoCo tabletop suite."""
