@@ -1,0 +1,81 @@
+"""Success of the VIMA tasks' scripted oracles over many seeds, per task and level.
+
+    python -m uio_robot.envs.vima.expert_eval --episodes 100 [--levels 1 2 3 4] [--seed 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from .env import VimaEnv
+from .partitions import LEVELS, level_tasks
+
+
+@dataclass
+class OracleReport:
+    task: str
+    level: str
+    episodes: int = 0
+    successes: int = 0
+    steps: list[int] = field(default_factory=list)
+    failed_seeds: list[int] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+
+def evaluate_oracle(task: str, level: int | str, seeds, on_episode=None, image_size: int = 64) -> OracleReport:
+    """Run the oracle for `task` at `level` on each seed, within the task's step budget."""
+    env = VimaEnv(task, level=level, image_size=image_size)
+    report = OracleReport(task, env.level)
+    oracle = env.expert()
+    try:
+        for seed in seeds:
+            obs, info = env.reset(seed=seed)
+            steps, done = 0, False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(oracle.act(obs))
+                steps += 1
+                done = terminated or truncated
+            report.episodes += 1
+            report.steps.append(steps)
+            if info["is_success"]:
+                report.successes += 1
+            else:
+                report.failed_seeds.append(seed)
+            if on_episode is not None:
+                on_episode()
+    finally:
+        env.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=100000)
+    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    parser.add_argument("--json", help="also write the reports here")
+    args = parser.parse_args(argv)
+    seeds = range(args.seed, args.seed + args.episodes)
+    reports = []
+    jobs = [(t, lv) for lv in args.levels for t in level_tasks(lv)]
+    with tqdm(total=len(jobs) * args.episodes, unit="ep") as bar:
+        for task, level in jobs:
+            reports.append(evaluate_oracle(task, level, seeds, on_episode=lambda: bar.update(1)))
+    print(f"{'level':<6} {'task':<20} {'success':>9} {'steps':>6}  failed seeds")
+    for r in reports:
+        print(f"{r.level:<6} {r.task:<20} {r.successes:>4}/{r.episodes:<4} {max(r.steps):>6}  {r.failed_seeds[:10]}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in reports], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
