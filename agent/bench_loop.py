@@ -5,7 +5,9 @@ numpy point robot) with a chosen policy and rate, optionally with a concurrent q
 prints the telemetry table. `--json FILE` writes the summary; its keys include `rate_hz`, `ticks`,
 `overruns`, `latency_ms` {p50,p90,p99}, `jitter_ms` {p50,p99}, `query_latency_ms` {p50,p99}, `queries`.
 
-Example: uio-robot bench-loop --rate 20 --ticks 600 --policy standin --compute-ms 30 --query-every 0.2
+Examples:
+    uio-robot bench-loop --rate 20 --ticks 600 --policy standin --compute-ms 30 --query-every 0.2
+    uio-robot bench-loop --policy uio2 --query-every 0.2        # the shipped model on its MuJoCo task
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ticks", type=int, default=600, help="ticks to run (default 600)")
     p.add_argument("--warmup", type=int, default=20, help="ticks run first and left out of the numbers")
     p.add_argument("--env", default="", help="gymnasium env id (e.g. uio_robot/Reach-v0); default: point robot")
-    p.add_argument("--policy", choices=("standin", "zero", "random"), default="standin")
+    p.add_argument("--policy", choices=("standin", "zero", "random", "uio2"), default="standin")
+    p.add_argument("--checkpoint", default="", help="uio2: checkpoint directory (default: the shipped model)")
+    p.add_argument("--device", default="auto", help="uio2: cpu | cuda | auto")
+    p.add_argument("--threads", type=int, default=1, help="uio2: torch CPU threads (0 = torch's default)")
     p.add_argument("--compute-ms", type=float, default=30.0, help="stand-in compute time per chunk")
     p.add_argument("--step-ms", type=float, default=5.0, help="stand-in compute time per query decode step")
     p.add_argument("--query-steps", type=int, default=16, help="stand-in decode steps per query")
     p.add_argument("--horizon", type=int, default=8, help="actions per chunk")
-    p.add_argument("--replan-every", type=int, default=4)
+    p.add_argument("--replan-every", type=int, default=0,
+                   help="ticks between chunk requests (default 4; uio2: its chunk length - 2)")
     p.add_argument("--on-deadline", choices=("continue", "hold", "stop"), default="continue")
     p.add_argument("--ensemble", action="store_true", help="temporal ensembling of overlapping chunks")
     p.add_argument("--query-every", type=float, default=0.0, help="submit a query every S seconds (0 = none)")
@@ -40,20 +46,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Endless:
+    """A robot whose episode never ends, so a timing run gets all its ticks (after success the env keeps
+    simulating the arm holding its pose)."""
+
+    def __init__(self, robot):
+        self._robot = robot
+
+    def __getattr__(self, name):
+        return getattr(self._robot, name)
+
+    def is_done(self) -> bool:
+        return False
+
+
 def _robot(args):
+    if not args.env and args.policy == "uio2":
+        args.env = "uio_robot/Reach-v0"  # the task the shipped model was trained on
     if not args.env:
         from .sim_robot import PointRobot
 
         return PointRobot(dt=1.0 / args.rate)
     from .gym_robot import GymRobot
 
-    return GymRobot.make(args.env, max_episode_steps=args.ticks + args.warmup + 10)
+    return _Endless(GymRobot.make(args.env, max_episode_steps=args.ticks + args.warmup + 10))
 
 
 def _policy(args, robot):
     from uio_robot.policies import simple
 
     period = 1.0 / args.rate
+    if args.policy == "uio2":
+        from uio_robot.policies.factory import build_policy
+
+        return build_policy("uio2", robot.action_spec, robot.state_spec, checkpoint=args.checkpoint,
+                            device=args.device, threads=args.threads)
     if args.policy == "standin":
         return simple.StandInPolicy(robot.action_spec, args.horizon, period, args.compute_ms, args.step_ms,
                                     args.query_steps)
@@ -80,10 +107,15 @@ def main(argv: list[str]) -> int:
         print("bench-loop: need --ticks >= 1, --rate > 0, --query-every >= 0", flush=True)
         return 2
     robot = _robot(args)
+    policy = _policy(args, robot)
+    if not args.replan_every:
+        # A chunk starts at its observation's time and arrives about a tick later: replan before it runs dry.
+        chunk = getattr(getattr(policy, "format", None), "chunk", 0)
+        args.replan_every = max(1, chunk - 2) if chunk else 4
     cfg = LoopConfig(rate_hz=args.rate, replan_every=args.replan_every, temporal_ensemble=args.ensemble,
                      on_deadline=args.on_deadline, spin_s=args.spin_ms / 1e3,
                      pause_queries_near_tick=not args.no_pause_queries)
-    loop = ControlLoop(robot, _policy(args, robot), cfg, SafetyConfig())
+    loop = ControlLoop(robot, policy, cfg, SafetyConfig())
     stop = threading.Event()
     streamer = None
     try:
