@@ -71,6 +71,8 @@ class EvalConfig:
     videos: int = 2  # episodes per task saved as mp4 (the first ones)
     vqa_scenes: int = 20  # held-out scenes whose VQA pairs are asked; 0 = no VQA
     expert: bool = True  # also run the scripted expert on the same seeds
+    suite: str = "tabletop"  # tabletop | vima (native VIMA-style tasks) | vima_bench (the original, if installed)
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # VIMA evaluation levels (vima, vima_bench)
 
 
 TABLETOP_ACTION_NAMES = ["dx", "dy", "dz", "dyaw", "gripper"]  # the MuJoCo tabletop suite's layout
@@ -154,6 +156,8 @@ def _validate(cfg: AppConfig) -> None:
         ("eval.videos", cfg.eval.videos >= 0, "must be >= 0"),
         ("policy.threads", cfg.policy.threads >= 0, "must be >= 0"),
         ("eval.vqa_scenes", cfg.eval.vqa_scenes >= 0, "must be >= 0"),
+        ("eval.suite", cfg.eval.suite in ("tabletop", "vima", "vima_bench"), "must be tabletop|vima|vima_bench"),
+        ("eval.levels", len(cfg.eval.levels) >= 1 and set(cfg.eval.levels) <= {1, 2, 3, 4}, "must be from 1-4"),
     ]
     checks += _ros_checks(cfg.ros)
     for key, ok, why in checks:

@@ -2,6 +2,8 @@
 
     uio-robot eval [eval.episodes=N] [eval.seed=S] [eval.tasks=[Reach,Push]] [eval.num_envs=E]
                    [eval.videos=V] [eval.vqa_scenes=Q] [eval.expert=true] [policy.checkpoint=DIR] [out_dir=DIR]
+    uio-robot eval eval.suite=vima|vima_bench eval.levels=[1,2,3,4] ...   VIMA-style tasks, success per task
+                   and per level (see agent/evaluate_vima.py)
 
 Episodes: for every task, N episodes with seeds S, S+1, ..., S+N-1 (S defaults to 100000; training
 data uses seeds below that). E environments run side by side in one process, stepped in lock-step as
@@ -347,6 +349,10 @@ def check_results(results: dict) -> None:
 
 def evaluate(cfg: AppConfig, policy=None) -> dict:
     """Run the whole evaluation and write its files; returns the results dict."""
+    if cfg.eval.suite != "tabletop":  # VIMA-style multimodal-prompt tasks: native or the original benchmark
+        from .evaluate_vima import evaluate_vima
+
+        return evaluate_vima(cfg, policy)
     from uio_robot.envs import TASKS
     from uio_robot.policies.factory import build_policy
 
@@ -430,6 +436,11 @@ def main(argv: list[str]) -> int:
         return 0
     cfg = load_config(argv)
     results = evaluate(cfg)
-    print(format_results(results))
+    if results.get("suite", "tabletop") != "tabletop":
+        from .evaluate_vima import format_vima_results
+
+        print(format_vima_results(results))
+    else:
+        print(format_results(results))
     print(f"wrote {Path(cfg.out_dir) / 'results.json'}, results.png and {len(results['videos'])} videos")
     return 0
