@@ -52,9 +52,9 @@ def test_native_suite_reports_per_task_and_per_level(tmp_path, capsys):
 def test_native_suite_with_a_uio2_primitive_checkpoint(tmp_path):
     checkpoint = make_primitive_checkpoint(tmp_path / "ck")
     out = tmp_path / "out"
-    rc = evaluate.main(["eval.suite=vima", "eval.levels=[2]", "eval.tasks=[Rearrange]", f"policy.checkpoint={checkpoint}",
-                        "policy.device=cpu", "policy.dtype=float32", "eval.episodes=2", "eval.expert=false",
-                        "env.image_size=32", "eval.videos=0", f"out_dir={out}"])
+    rc = evaluate.main(["eval.suite=vima", "eval.levels=[2]", "eval.tasks=[Rearrange]",
+                        f"policy.checkpoint={checkpoint}", "policy.device=cpu", "policy.dtype=float32",
+                        "eval.episodes=2", "eval.expert=false", "env.image_size=32", "eval.videos=0", f"out_dir={out}"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert results["checkpoint"] == str(checkpoint) and results["per_level"]["L2"]["expert"] is None
