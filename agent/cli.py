@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("uio_robot.agent.query_cli", "ask the model a question about an image"),
     "record": ("uio_robot.agent.record_demos", "record scripted-expert demonstrations"),
     "train": ("uio_robot.policies.train", "train or fine-tune the UIO2 policy"),
+    "record-vima": ("uio_robot.agent.record_vima", "record oracle demonstrations of the VIMA-style tasks"),
+    "train-vima": ("uio_robot.policies.vima_train", "train a UIO2 primitive policy on VIMA-style demos"),
     "bench": ("uio_robot.policies.uio2.bench", "benchmark UIO2 inference stages"),
     "bench-loop": ("uio_robot.agent.bench_loop", "benchmark the control loop's timing"),
     "uio2-dump": ("uio_robot.policies.uio2.dump", "dump UIO2 preprocessing and network tensors for checking"),

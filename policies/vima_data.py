@@ -1,0 +1,177 @@
+"""VIMA-style primitive demonstrations on disk, and the UIO2 examples made from them.
+
+On-disk format (version 1), one directory:
+
+    index.json                    {"format": "uio_robot.vima_demos", "version": 1, "action_names",
+                                   "action_low", "action_high", "camera", "image_size",
+                                   "episodes": [{"file", "task", "level", "seed", "steps", "success",
+                                                 "template"}]}
+    episodes/<Task>-<level>-<seed>.npz
+                                  `observation` uint8 [T, H, W, 3] (the camera before each primitive),
+                                  `action` float32 [T, 6], the interleaved prompt as `prompt_images`
+                                  uint8 [K, H, W, 3] and `prompt_texts` str [K + 1] (the words before
+                                  each image, then after the last), `template`, `task`, `level` (str),
+                                  `seed` (int), `success` (bool)
+
+Files are written to a temporary name and renamed, then the index replaced, so an interrupted
+recording keeps every earlier episode and resumes by skipping what the index lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from uio_robot.policies.codec import Codec
+from uio_robot.policies.dataset import DatasetError, atomic_save_npz, atomic_write_bytes
+from uio_robot.policies.uio2.preprocess import preprocess_example
+from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
+
+FORMAT, VERSION = "uio_robot.vima_demos", 1
+INDEX = "index.json"
+
+
+class VimaDemoWriter:
+    """Adds episodes to a VIMA demo directory, keeping index.json consistent after each one."""
+
+    def __init__(self, root: str | Path, action_names: Sequence[str], action_low, action_high, camera: str,
+                 image_size: int):
+        self.root = Path(root)
+        header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
+                  "action_low": [float(v) for v in action_low], "action_high": [float(v) for v in action_high],
+                  "camera": camera, "image_size": int(image_size)}
+        if (self.root / INDEX).is_file():
+            self.index = read_index(self.root)
+            mismatched = [k for k, v in header.items() if self.index.get(k) != v]
+            if mismatched:
+                raise DatasetError(f"{self.root / INDEX}: existing dataset differs in {mismatched}; "
+                                   "record into a new directory")
+        else:
+            self.index = {**header, "episodes": []}
+        self._done = {(e["task"], e["level"], e["seed"]) for e in self.index["episodes"]}
+
+    def has(self, task: str, level: str, seed: int) -> bool:
+        return (task, str(level), int(seed)) in self._done
+
+    def add(self, task: str, level: str, seed: int, template: str, parts: Sequence, observations: np.ndarray,
+            actions: np.ndarray, success: bool) -> Path:
+        """One episode; `parts` is the interleaved prompt (str and uint8 HxWx3 images, in order)."""
+        texts, images = split_parts(parts)
+        if len(observations) != len(actions):
+            raise DatasetError(f"episode {task}-{seed}: {len(actions)} actions but {len(observations)} observations")
+        file = f"episodes/{task}-{level}-{seed}.npz"
+        atomic_save_npz(self.root / file, {
+            "observation": np.asarray(observations, np.uint8), "action": np.asarray(actions, np.float32),
+            "prompt_images": np.stack(images).astype(np.uint8) if images else np.zeros((0, 1, 1, 3), np.uint8),
+            "prompt_texts": np.array(texts, dtype=np.str_), "template": np.array(template),
+            "task": np.array(task), "level": np.array(str(level)), "seed": np.array(int(seed)),
+            "success": np.array(bool(success))})
+        self.index["episodes"].append({"file": file, "task": task, "level": str(level), "seed": int(seed),
+                                       "steps": len(actions), "success": bool(success), "template": template})
+        self._done.add((task, str(level), int(seed)))
+        atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
+        return self.root / file
+
+
+def split_parts(parts: Sequence) -> tuple[list[str], list[np.ndarray]]:
+    """Interleaved parts -> (K + 1 text segments, K images)."""
+    texts, images = [""], []
+    for part in parts:
+        if isinstance(part, str):
+            texts[-1] = " ".join([texts[-1], part]).strip()
+        else:
+            images.append(np.asarray(part))
+            texts.append("")
+    return texts, images
+
+
+def join_parts(texts: Sequence[str], images: Sequence[np.ndarray]) -> list:
+    """The inverse of `split_parts`."""
+    parts: list = []
+    for i, text in enumerate(texts):
+        if text:
+            parts.append(str(text))
+        if i < len(images):
+            parts.append(images[i])
+    return parts
+
+
+def read_index(root: str | Path) -> dict:
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise DatasetError(f"{path}: not found (record demonstrations first)")
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise DatasetError(f"{path}: format {index.get('format')!r} v{index.get('version')}, expected {FORMAT!r} "
+                           f"v{VERSION}")
+    return index
+
+
+@dataclass
+class VimaEpisode:
+    task: str
+    seed: int
+    template: str
+    parts: list  # the interleaved prompt
+    observation: np.ndarray
+    action: np.ndarray
+
+
+def load_episodes(root: str | Path, tasks: Sequence[str] = ()) -> tuple[dict, list[VimaEpisode]]:
+    """The index and its successful episodes (of `tasks`, all when empty)."""
+    root = Path(root)
+    index = read_index(root)
+    out = []
+    for entry in index["episodes"]:
+        if not entry["success"] or (tasks and entry["task"] not in tasks):
+            continue
+        path = root / entry["file"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                parts = join_parts(z["prompt_texts"].tolist(), list(z["prompt_images"]))
+                out.append(VimaEpisode(str(z["task"]), int(z["seed"]), str(z["template"]), parts,
+                                       z["observation"], z["action"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DatasetError(f"{path}: cannot read episode ({exc})") from None
+    return index, out
+
+
+class PrimitiveExamples(Dataset):
+    """One UIO2 example per decision step: multimodal prompt + camera image -> six location tokens."""
+
+    def __init__(self, episodes: Sequence[VimaEpisode], tokenizer, codec: Codec, image_size: int,
+                 history_size: int, num_frames: int, max_text_len: int):
+        self.episodes, self.tokenizer, self.codec = list(episodes), tokenizer, codec
+        self.sizes = (image_size, history_size, num_frames, max_text_len)
+        self.items = [(e, t) for e, ep in enumerate(self.episodes) for t in range(len(ep.action))]
+        self._cache: dict[int, dict[str, np.ndarray]] = {}  # preprocessing costs more than a small model's step
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict[str, np.ndarray]:
+        if idx not in self._cache:
+            self._cache[idx] = self._example(idx)
+        return self._cache[idx]
+
+    def _example(self, idx: int) -> dict[str, np.ndarray]:
+        e, t = self.items[idx]
+        ep = self.episodes[e]
+        image_size, history_size, num_frames, max_text_len = self.sizes
+        text, images = multimodal_prompt(ep.parts, num_frames)
+        return preprocess_example(self.tokenizer, text, image=ep.observation[t], image_history=images or None,
+                                  text_targets=primitive_target(self.codec, ep.action[t]), num_frames=num_frames,
+                                  image_size=image_size, history_size=history_size, max_text_len=max_text_len)
+
+
+def prompt_texts(episodes: Sequence[VimaEpisode]) -> list[str]:
+    """The words of the prompts (images taken out), for training a tokenizer."""
+    return sorted({" ".join(p for p in ep.parts if isinstance(p, str)) for ep in episodes})

@@ -1,0 +1,184 @@
+"""`uio-robot train-vima`: train a small UIO2 primitive policy on recorded VIMA-style demonstrations.
+
+    uio-robot train-vima data.dir=DIR out_dir=OUT [train.steps=1500] [train.batch_size=16] [model.emb_dim=256] ...
+
+The network, tokenizer training, loss (soft location targets), learning-rate schedule and checkpoint
+files are those of `uio-robot train` (`policies.train`, `policies.recipe`); what differs is the data:
+one example per primitive decision, the multimodal prompt in the image history, the camera image as
+the image input, six location tokens as the target (`vima_data.PrimitiveExamples`). The checkpoint
+(`OUT/checkpoint`) is a `UIO2PrimitivePolicy` checkpoint: prompt_format "vima_primitive", the
+primitive codec over the dataset's action bounds. A loss CSV is written beside it.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from uio_robot.policies.dataset import DatasetError
+from uio_robot.policies.prompts import ActionFormat
+from uio_robot.policies.recipe import ModelRecipe, RecipeError, model_config
+from uio_robot.policies.train import TokenLoss, sincos_positions_
+from uio_robot.policies.uio2.checkpoint import save_checkpoint
+from uio_robot.policies.uio2.model import UIO2Model, to_batch
+from uio_robot.policies.uio2.preprocess import build_batch
+from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
+from uio_robot.policies.vima_data import PrimitiveExamples, load_episodes, prompt_texts
+from uio_robot.policies.vima_prompts import PROMPT_FORMAT, primitive_codec
+
+# Words of every VIMA-style prompt, also those of tasks absent from the demonstrations (level 4), so the
+# tokenizer has pieces for them.
+EXTRA_TEXTS = ("put all objects with the same colour as into the", "this is a dax blicket wug zup gazer tufa fep kiki",
+               "put the into the rearrange to this same shape")
+
+
+@dataclass
+class VimaOptim:
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    location_sigma: float = 6.0
+    seed: int = 0
+    log_every: int = 25
+    save_every: int = 250
+    threads: int = 1
+
+
+@dataclass
+class VimaData:
+    dir: str = "data/vima_demos"
+    tasks: list[str] = field(default_factory=list)  # empty: every task in the dataset
+    val_episodes: int = 10
+    prompt_images: int = 2  # image-history frames = most prompt images per request
+
+
+@dataclass
+class VimaRecipe:
+    out_dir: str = "runs/vima"
+    model: ModelRecipe = field(default_factory=lambda: ModelRecipe(tokenizer_pieces=320))
+    data: VimaData = field(default_factory=VimaData)
+    train: VimaOptim = field(default_factory=VimaOptim)
+
+
+def load_recipe(overrides: list[str]) -> VimaRecipe:
+    base = OmegaConf.structured(VimaRecipe)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
+    except Exception as exc:  # omegaconf raises several error types for unknown keys / bad values
+        raise RecipeError(f"train-vima: bad override ({exc})") from None
+    recipe: VimaRecipe = OmegaConf.to_object(merged)
+    if recipe.train.steps < 1 or recipe.train.batch_size < 1 or recipe.data.prompt_images < 1:
+        raise RecipeError("train-vima: train.steps, train.batch_size and data.prompt_images must be >= 1")
+    return recipe
+
+
+def _lr(step: int, t: VimaOptim) -> float:
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def train_vima(r: VimaRecipe) -> Path:
+    from tqdm import tqdm
+
+    if r.train.threads > 0:
+        torch.set_num_threads(r.train.threads)
+    torch.manual_seed(r.train.seed)
+    rng = random.Random(r.train.seed)
+    out = Path(r.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index, episodes = load_episodes(r.data.dir, r.data.tasks)
+    if not episodes:
+        raise RecipeError(f"{r.data.dir}: no successful episodes of tasks {r.data.tasks or 'any'}")
+    episodes.sort(key=lambda e: (e.task, e.seed))
+    val_idx = set(np.linspace(0, len(episodes) - 1, min(r.data.val_episodes, len(episodes) // 5)).astype(int))
+    train_eps = [e for i, e in enumerate(episodes) if i not in val_idx]
+    val_eps = [e for i, e in enumerate(episodes) if i in val_idx]
+    codec = primitive_codec(index["action_low"], index["action_high"])
+    tok_path = out / "tokenizer.model"
+    texts = prompt_texts(episodes) + list(EXTRA_TEXTS)
+    train_tokenizer(texts * 20, tok_path, vocab_size=r.model.tokenizer_pieces)
+    tokenizer = UIO2Tokenizer(tok_path)
+    config = model_config(r.model, tokenizer.model_vocab_size, r.data.prompt_images)
+    model = UIO2Model(config).init_weights(r.train.seed)
+    sincos_positions_(model.input_embedders["image"].image_encoder.vision_transformer.positional_embedding)
+    model.requires_grad_(True).train()
+    t5 = model.config.t5_config
+    sizes = (t5.default_image_vit_size[0], t5.default_image_history_vit_size[0], model.config.num_frames,
+             t5.encoder_max_text_length)
+    data = PrimitiveExamples(train_eps, tokenizer, codec, *sizes)
+    val = PrimitiveExamples(val_eps, tokenizer, codec, *sizes)
+    loss_fn = TokenLoss(tokenizer, t5.vocab_size, r.train.location_sigma, torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay,
+                                  betas=(0.9, 0.95))
+    meta = {"codec": codec.to_dict(), "action_format": ActionFormat(chunk=1, camera=index["camera"]).to_dict(),
+            "prompt_format": PROMPT_FORMAT, "control_period_s": 1.0,
+            "train": {"recipe": OmegaConf.to_container(OmegaConf.structured(r)), "episodes": len(train_eps),
+                      "examples": len(data), "tasks": sorted({e.task for e in train_eps})}}
+    print(f"train-vima: {len(train_eps)} episodes, {len(data)} examples, {len(val)} validation examples, model "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", file=sys.stderr)
+    rows = ["step,loss,val_loss,val_bin_err,seconds"]
+    order: list[int] = []
+    started, window = time.time(), []
+    for step in tqdm(range(r.train.steps), desc="train-vima", unit="step", file=sys.stderr):
+        if len(order) < r.train.batch_size:
+            fresh = list(range(len(data)))
+            rng.shuffle(fresh)
+            order += fresh
+        idx, order = order[:r.train.batch_size], order[r.train.batch_size:]
+        batch = to_batch(build_batch([data[i] for i in idx]), torch.device("cpu"))
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, r.train)
+        loss = loss_fn(model, batch)["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
+        optimizer.step()
+        window.append(loss.item())
+        last = step + 1 == r.train.steps
+        if (step + 1) % r.train.log_every == 0 or last:
+            v_loss, v_err = _validate(model, loss_fn, val)
+            rows.append(f"{step + 1},{np.mean(window):.5f},{v_loss:.5f},{v_err:.2f},{time.time() - started:.0f}")
+            window = []
+        if (step + 1) % r.train.save_every == 0 or last:
+            save_checkpoint(model, out / "checkpoint", tokenizer=tok_path, metadata=meta)
+            (out / "loss.csv").write_text("\n".join(rows) + "\n")
+    return out / "checkpoint"
+
+
+@torch.no_grad()
+def _validate(model, loss_fn: TokenLoss, val: PrimitiveExamples) -> tuple[float, float]:
+    if not len(val):
+        return float("nan"), float("nan")
+    model.eval()
+    try:
+        batch = to_batch(build_batch([val[i] for i in range(min(len(val), 32))]), torch.device("cpu"))
+        out = loss_fn(model, batch)
+        return float(out["loss"].mean()), float(out["bin_err"].nanmean())
+    finally:
+        model.train()
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        path = train_vima(load_recipe(argv))
+    except (RecipeError, DatasetError) as exc:
+        print(f"uio-robot train-vima: {exc}", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {path}")
+    return 0

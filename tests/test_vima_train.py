@@ -1,0 +1,95 @@
+"""VIMA-style demonstrations (record-vima), their UIO2 examples, and a few steps of train-vima whose
+checkpoint acts as a UIO2PrimitivePolicy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from uio_robot.agent import record_vima
+from uio_robot.envs.vima import VimaEnv, observation_prompt
+from uio_robot.policies import vima_train
+from uio_robot.policies.codec import NUM_BINS
+from uio_robot.policies.types import Observation
+from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
+from uio_robot.policies.uio2_primitive_policy import UIO2PrimitivePolicy
+from uio_robot.policies.vima_data import PrimitiveExamples, join_parts, load_episodes, split_parts
+from uio_robot.policies.vima_prompts import primitive_codec
+
+TINY = ["model.image_size=32", "model.history_size=32", "model.emb_dim=64", "model.mlp_dim=128",
+        "model.encoder_layers=1", "model.decoder_layers=1", "model.vit_dim=64", "model.vit_layers=2"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vima") / "demos"
+    args = ["--out", str(out), "--tasks", "VisualManipulation,Rearrange", "--episodes", "3", "--image-size", "32"]
+    assert record_vima.main(args) == 0
+    assert record_vima.main(args) == 0  # resumes: nothing recorded twice
+    return out
+
+
+def test_recorded_demos_and_their_examples(demos, tmp_path):
+    index = json.loads((demos / "index.json").read_text())
+    assert len(index["episodes"]) == 6 and all(e["success"] for e in index["episodes"])
+    _, episodes = load_episodes(demos)
+    vm = next(e for e in episodes if e.task == "VisualManipulation")
+    assert [p for p in vm.parts if isinstance(p, str)] == ["put the", "into the", "."]
+    env = VimaEnv("VisualManipulation", image_size=32)
+    obs, _ = env.reset(seed=vm.seed)
+    for mine, theirs in zip(vm.parts, observation_prompt(obs)):  # the recorded prompt is the env's
+        np.testing.assert_array_equal(mine, theirs)
+    env.close()
+    codec = primitive_codec(index["action_low"], index["action_high"])
+    tok = UIO2Tokenizer(train_tokenizer(["put the into the rearrange to this"] * 20, tmp_path / "t.model", 300))
+    examples = PrimitiveExamples(episodes, tok, codec, 32, 32, 2, 64)
+    assert len(examples) == sum(len(e.action) for e in episodes)
+    ex = examples[0]
+    targets = [t for t in ex["targets/text/targets"].tolist() if t > 1]
+    bins = np.array([tok.location_bin(t) for t in targets])
+    assert len(bins) == 6 and bins.max() < NUM_BINS
+    decoded = codec.decode_actions(bins)[0]
+    assert np.all(np.abs(decoded - episodes[0].action[0]) <= codec.action.half_bin() + 1e-5)
+
+
+def test_split_and_join_parts_round_trip():
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    parts = ["this is a", a, ".", b, "now"]
+    texts, images = split_parts(parts)
+    assert texts == ["this is a", ".", "now"] and len(images) == 2
+    back = join_parts(texts, images)
+    assert back[0] == "this is a" and back[1] is images[0] and back[2:] == [".", images[1], "now"]
+
+
+def test_train_vima_checkpoint_acts(demos, tmp_path):
+    out = tmp_path / "run"
+    rc = vima_train.main([f"data.dir={demos}", f"out_dir={out}", "train.steps=3", "train.batch_size=2",
+                          "train.log_every=1", "data.val_episodes=1", *TINY])
+    assert rc == 0
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 4 and all(np.isfinite(float(r.split(",")[1]))
+                                                                       for r in rows[1:])
+    policy = UIO2PrimitivePolicy(out / "checkpoint", device="cpu", dtype="float32")
+    env = VimaEnv("Rearrange", image_size=32)
+    raw, _ = env.reset(seed=100000)
+    chunk = policy.act(Observation({"top_image": raw["top_image"]}, np.zeros(0, np.float32), observation_prompt(raw)))
+    assert chunk.actions.shape == (1, 6)
+    env.step(chunk.actions[0])
+    env.close()
+
+
+def test_train_vima_bad_input(tmp_path, capsys):
+    assert vima_train.main([f"data.dir={tmp_path}", f"out_dir={tmp_path / 'o'}"]) == 2
+    assert "index.json" in capsys.readouterr().err
+    assert vima_train.main(["train.stepz=3"]) == 2
