@@ -67,6 +67,11 @@ def _base(rng, kind: str, used: set[str]) -> str:
     return name
 
 
+def _free_shapes(scene, shapes, used: set[str]) -> list[str]:
+    """The shapes of `shapes` that still have an unused object in the pool."""
+    return [s for s in shapes if any(t.kind == s and n not in used for n, t in scene.objects.items())]
+
+
 def _distinct(rng, shapes, colours, avoid: set[tuple[str, str]]) -> tuple[str, str]:
     """A (shape, colour) pair not in `avoid`."""
     pairs = [(s, c) for s in shapes for c in colours if (s, c) not in avoid]
@@ -149,8 +154,10 @@ class VisualManipulation(VimaTask):
     def _objects_and_bases(self, rng, spec, scene):
         used: set[str] = set()
         shape, colour = _pick(rng, spec["shapes"]), _pick(rng, spec["colours"])
-        d_shape, d_colour = _distinct(rng, spec["shapes"], spec["colours"], {(shape, colour)})
-        dragged, distractor = _slot(rng, scene, shape, used), _slot(rng, scene, d_shape, used)
+        dragged = _slot(rng, scene, shape, used)
+        d_shape, d_colour = _distinct(rng, _free_shapes(scene, spec["shapes"], used), spec["colours"],
+                                      {(shape, colour)})
+        distractor = _slot(rng, scene, d_shape, used)
         kind, base_colour = _pick(rng, spec["base_kinds"]), _pick(rng, spec["base_colours"])
         o_kind, o_colour = _distinct(rng, spec["base_kinds"], spec["base_colours"], {(kind, base_colour)})
         base, other = _base(rng, kind, used), _base(rng, o_kind, used)
@@ -193,7 +200,7 @@ class Rearrange(VimaTask):
         pairs: set[tuple[str, str]] = set()
         objects = {}
         for _ in range(3):
-            shape, colour = _distinct(rng, spec["shapes"], spec["colours"], pairs)
+            shape, colour = _distinct(rng, _free_shapes(scene, spec["shapes"], used), spec["colours"], pairs)
             pairs.add((shape, colour))
             objects[_slot(rng, scene, shape, used)] = colour
         ep = VimaEpisode(self.template, objects, {}, {"scene": ("goal_scene",)}, max_steps=4)
@@ -225,8 +232,11 @@ class SameProperty(VimaTask):
             other = [(_pick(rng, others_shapes), _pick(rng, rest)) for _ in range(2)]
             reference = ("", key)
         objects = {}
-        for shape, colour in match + other:
+        for shape, colour in match:
             objects[_slot(rng, scene, shape, used)] = colour
+        for shape, colour in other:  # a distractor shape whose pool is used up is replaced by a free one
+            free = [s for s in _free_shapes(scene, others_shapes, used) if (s != key or self.prop != "shape")]
+            objects[_slot(rng, scene, shape if shape in free else _pick(rng, free), used)] = colour
         names = list(objects)
         ref_slot = names[0]  # photographed alone in the reference colour, before it is put on the table
         if self.prop == "colour":  # show the colour on another shape when a free one exists
