@@ -4,8 +4,9 @@
 
 For each recorded oracle episode: make the live env with the episode's level spec, reset with its seed,
 and compare the adapter's observation and prompt with the recording (pixel-exact when the software
-stack matches the recording's); then let VIMA-Bench's oracle act through the adapter (its actions
-compared with the recorded ones, after the primitive codec's bins) and report success.
+stack matches the recording's); then let VIMA-Bench's oracle act through the adapter (optionally
+through the primitive codec's bins) and report success. The oracle's first action is compared with the
+recorded one; later ones depend on how the earlier (binned) actions played out.
 """
 
 from __future__ import annotations
@@ -36,15 +37,15 @@ def check_episode(folder, codec=None) -> dict:
         errors, info, done, steps = [], {}, False, 0
         while not done:
             action = oracle.act(obs)
-            if steps < ep.n_steps:
-                errors.append(float(np.max(np.abs(action - action_to_vector(ep.action(steps))))))
+            if steps == 0:
+                errors.append(float(np.max(np.abs(action - action_to_vector(ep.action(0))))))
             if codec is not None:
                 action = codec.decode_actions(codec.encode_actions(action[None]))[0]
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             done = terminated or truncated
         return {"episode": str(folder.name), "task": ep.task, "level": ep.level, "pixels_differing": pixels,
-                "prompt_same": bool(prompt_same), "max_action_diff": max(errors) if errors else None,
+                "prompt_same": bool(prompt_same), "first_action_diff": errors[0] if errors else None,
                 "success": bool(info.get("is_success")), "recorded_success": bool(ep.meta["final"]["success"])}
     finally:
         env.close()
