@@ -104,7 +104,7 @@ class VimaEnv(gym.Env):
             self.scene.set_object_pose(name, ep.layout[name], ep.yaws.get(name, 0.0))
         mujoco.mj_forward(self.model, self.data)
         self._prompt_assets = self._render_assets(ep)
-        self._obs = self.runner._hold(self._obs, -1.0, 4)  # let the objects settle
+        self._obs = self.runner.hold(self._obs, -1.0, 4)  # let the objects settle
         return self._observation(), self._info(False, False)
 
     def step(self, action):
@@ -136,10 +136,6 @@ class VimaEnv(gym.Env):
     def expert(self):
         """The task's scripted oracle: `act(obs)` -> the next primitive action."""
         return _Oracle(self)
-
-    @property
-    def max_steps(self) -> int:
-        return self.episode.max_steps if self.episode else 4
 
     # ---- internals ------------------------------------------------------------------------------------
     def _info(self, success: bool, failure: bool) -> dict:

@@ -46,7 +46,8 @@ class PrimitiveRunner(Expert):
                 break
         return obs
 
-    def _hold(self, obs: dict, grip: float, n: int) -> dict:
+    def hold(self, obs: dict, grip: float, n: int) -> dict:
+        """Keep the hand where it is for `n` control steps with the gripper at `grip`."""
         goal, yaw = obs["state"][:3].astype(float), float(obs["state"][3])
         for _ in range(n):
             action, _, _ = self.move(obs, goal, yaw, grip, FINE)
@@ -58,17 +59,17 @@ class PrimitiveRunner(Expert):
         (x0, y0, yaw0), (x1, y1, yaw1) = _pose(pose0), _pose(pose1)
         obs = self._go(obs, [x0, y0, HOVER_Z], yaw0, OPEN)
         obs = self._go(obs, [x0, y0, PICK_Z], yaw0, OPEN, FINE, tol=0.004, max_steps=25)
-        obs = self._hold(obs, CLOSE, 6)
+        obs = self.hold(obs, CLOSE, 6)
         obs = self._go(obs, [x0, y0, CARRY_Z], yaw0, CLOSE, FINE, tol=0.01)
         held = self.scene.held_bodies()
         if not held:  # nothing grasped: open and stay up
-            return self._hold(obs, OPEN, 3)
+            return self.hold(obs, OPEN, 3)
         obs = self._go(obs, [x1, y1, CARRY_Z], yaw1, CLOSE, tol=0.008, max_steps=80)
         obs = self._go(obs, [x1, y1, PICK_Z], yaw1, CLOSE, LOWER_SPEED, tol=0.003, max_steps=30,
                        stop=lambda: self.scene.touching_down(held))
-        obs = self._hold(obs, OPEN, 5)
+        obs = self.hold(obs, OPEN, 5)
         obs = self._go(obs, [x1, y1, HOVER_Z], yaw1, OPEN, FINE, tol=0.02)
-        return self._hold(obs, OPEN, 8)  # let what was placed come to rest
+        return self.hold(obs, OPEN, 8)  # let what was placed come to rest
 
     def push(self, obs: dict, pose0, pose1) -> dict:
         (x0, y0, yaw0), (x1, y1, _) = _pose(pose0), _pose(pose1)
@@ -76,7 +77,7 @@ class PrimitiveRunner(Expert):
         obs = self._go(obs, [x0, y0, PICK_Z], yaw0, CLOSE, FINE, tol=0.004, max_steps=25)
         obs = self._go(obs, [x1, y1, PICK_Z], yaw0, CLOSE, PUSH_SPEED, tol=0.004, max_steps=60)
         obs = self._go(obs, [x1, y1, HOVER_Z], yaw0, CLOSE, FINE, tol=0.02)
-        return self._hold(obs, CLOSE, 8)
+        return self.hold(obs, CLOSE, 8)
 
 
 def _pose(p) -> tuple[float, float, float]:
