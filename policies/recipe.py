@@ -44,25 +44,25 @@ class DataRecipe:
     history_stride: int = 2
     state_dims: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # grip xyz, yaw, opening
     vqa_fraction: float = 0.35
-    where_repeat: int = 1  # "where" questions count this many times in the VQA mix
+    where_repeat: int = 3  # "where" questions count this many times in the VQA mix
     stats_mode: str = "quantile"
     val_episodes: int = 10  # the last episodes (by seed) held out for the validation loss
 
 
 @dataclass
 class OptimRecipe:
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 16
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup: int = 150
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    location_sigma: float = 0.0  # soft targets for location tokens: Gaussian over bins (0 = one-hot)
+    location_sigma: float = 15.0  # soft targets for location tokens: Gaussian over bins (0 = one-hot)
     seed: int = 0
     log_every: int = 25
-    eval_every: int = 250
-    save_every: int = 250
+    eval_every: int = 200
+    save_every: int = 200
     resume: bool = True
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest on a busy 2-core machine
     device: str = "auto"

@@ -40,7 +40,7 @@ def _rows(out_dir):
 
 def test_short_run_lowers_the_loss(demos, tmp_path):
     out = tmp_path / "run"
-    checkpoint = train_mod.train(_recipe(demos, out, "train.steps=80", "train.log_every=10",
+    checkpoint = train_mod.train(_recipe(demos, out, "train.location_sigma=0", "train.steps=80", "train.log_every=10",
                                          "train.eval_every=40", "train.save_every=40"))
     rows = _rows(out)
     assert [int(r["step"]) for r in rows] == list(range(10, 90, 10))
