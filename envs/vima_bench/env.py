@@ -35,8 +35,8 @@ INSTALL_HINT = (
     "VIMA-Bench is not installed. It is not on PyPI; install it from a checkout of its GitHub repository "
     "(vimalabs/VIMABench) into this environment: pip install 'setuptools==65.5.0' 'wheel==0.38.4'; "
     "pip install --no-build-isolation 'gym==0.21.0'; pip install --no-build-isolation --no-deps -e <checkout>; "
-    "pip install pybullet einops dm-tree psutil opencv-python matplotlib imageio transforms3d kornia av "
-    "importlib_resources (see the README section 'The original VIMA-Bench')."
+    "pip install pybullet==3.2.7 einops dm-tree psutil transforms3d av importlib_resources; "
+    "pip install --no-deps kornia kornia_rs (see envs/vima/README.md, 'The original VIMA-Bench')."
 )
 
 
