@@ -7,7 +7,6 @@ import math
 
 import imageio.v2 as imageio
 import pytest
-import torch
 from tiny_policy import make_tiny_checkpoint
 
 from uio_robot.agent import evaluate
@@ -15,14 +14,7 @@ from uio_robot.agent.config import load_config
 from uio_robot.agent.stats import rate_summary, wilson_interval
 from uio_robot.policies.uio2_policy import Grounding, UIO2Policy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are small; one thread avoids OpenMP spinning when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

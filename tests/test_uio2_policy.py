@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from tiny_policy import ACTION_LOW, ACTION_NAMES, STATE_NAMES, make_tiny_checkpoint
 
 from uio_robot.agent import cli
@@ -26,13 +25,7 @@ ACTION_SPEC = ArraySpec(ACTION_NAMES, ACTION_LOW, -ACTION_LOW)
 STATE_SPEC = ArraySpec(STATE_NAMES, np.full(12, -5.0), np.full(12, 5.0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's ops are small; one thread avoids OpenMP spinning when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from tiny_policy import TEXTS, tiny_config
 
 from uio_robot.envs.vima import ACTION_HIGH, ACTION_LOW, VimaEnv, observation_prompt
@@ -34,12 +33,7 @@ def make_primitive_checkpoint(directory, prompt_format=PROMPT_FORMAT, num_frames
     return save_checkpoint(model, directory, tokenizer=tok, metadata=meta)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from uio_robot.agent import record_vima
 from uio_robot.envs.vima import VimaEnv, observation_prompt
@@ -23,12 +22,7 @@ TINY = ["model.image_size=32", "model.history_size=32", "model.emb_dim=64", "mod
         "model.encoder_layers=1", "model.decoder_layers=1", "model.vit_dim=64", "model.vit_layers=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
