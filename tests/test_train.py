@@ -127,3 +127,20 @@ def test_soft_location_targets_charge_near_misses_less(demos, tmp_path):
     assert torch.isclose(hard["loss"][1], hard["loss"][2])  # one-hot: every miss costs the same
     assert soft["bin_err"].tolist() == [0.0, 5.0, 200.0]
     assert soft["correct"].tolist() == [True, False, False]
+
+
+def test_two_process_ddp_run_on_cpu(demos, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "uio_robot.policies.train", f"data.dir={demos}", f"out_dir={out}", *TINY,
+           "train.steps=4", "train.log_every=2", "train.eval_every=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert [int(r["step"]) for r in _rows(out)] == [2, 4]
+    assert read_metadata(out / "checkpoint")["train"]["step"] == 4
