@@ -47,7 +47,7 @@ class SafetyConfig:
 
 @dataclass
 class EnvConfig:
-    task: str = "uio_robot/PickPlace-v0"
+    task: str = "uio_robot/Reach-v0"  # the shipped default model's task
     image_size: int = 128
     max_steps: int = 200
     seed: int = 0
