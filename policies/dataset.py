@@ -145,18 +145,24 @@ class DemoWriter:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_index(root: str | Path) -> dict:
-    path = Path(root) / INDEX
+def read_json_index(path: Path, fmt: str, version: int, record_with: str) -> dict:
+    """A dataset's index.json, checked for its format name and version (shared by every dataset kind)."""
     if not path.is_file():
-        raise DatasetError(f"{path}: no dataset index (record demonstrations with `uio-robot record`)")
+        raise DatasetError(f"{path}: no dataset index (record demonstrations with `{record_with}`)")
     try:
         index = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise DatasetError(f"{path}: not a {FORMAT} index")
-    if index.get("version") != VERSION:
-        raise DatasetError(f"{path}: version {index.get('version')} not supported (expected {VERSION})")
+    if not isinstance(index, dict) or index.get("format") != fmt:
+        raise DatasetError(f"{path}: not a {fmt} index")
+    if index.get("version") != version:
+        raise DatasetError(f"{path}: version {index.get('version')} not supported (expected {version})")
+    return index
+
+
+def read_index(root: str | Path) -> dict:
+    path = Path(root) / INDEX
+    index = read_json_index(path, FORMAT, VERSION, "uio-robot record")
     for key in ("action_names", "state_names", "episodes", "scenes", "cameras"):
         if key not in index:
             raise DatasetError(f"{path}: missing key {key!r}")

@@ -28,7 +28,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from uio_robot.policies.codec import Codec
-from uio_robot.policies.dataset import DatasetError, atomic_save_npz, atomic_write_bytes
+from uio_robot.policies.dataset import DatasetError, atomic_save_npz, atomic_write_bytes, read_json_index
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
 
@@ -102,17 +102,7 @@ def join_parts(texts: Sequence[str], images: Sequence[np.ndarray]) -> list:
 
 
 def read_index(root: str | Path) -> dict:
-    path = Path(root) / INDEX
-    if not path.is_file():
-        raise DatasetError(f"{path}: not found (record demonstrations first)")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    if index.get("format") != FORMAT or index.get("version") != VERSION:
-        raise DatasetError(f"{path}: format {index.get('format')!r} v{index.get('version')}, expected {FORMAT!r} "
-                           f"v{VERSION}")
-    return index
+    return read_json_index(Path(root) / INDEX, FORMAT, VERSION, "uio-robot record-vima")
 
 
 @dataclass
