@@ -13,6 +13,7 @@ from .tabletop_env import TabletopEnv
 @dataclass
 class ExpertReport:
     task: str
+    level: str = ""  # VIMA-style tasks' evaluation level; "" for the tabletop suite
     episodes: int = 0
     successes: int = 0
     steps: list[int] = field(default_factory=list)
@@ -23,18 +24,18 @@ class ExpertReport:
         return self.successes / max(self.episodes, 1)
 
 
-def evaluate_expert(task: str, seeds: Iterable[int], on_episode: Callable[[], None] | None = None) -> ExpertReport:
-    """Success count of the expert for `task` on each seed, with the task's own step budget."""
-    env = TabletopEnv(task, images=())
-    expert = make_expert(env)
-    report = ExpertReport(task)
+def run_expert(env, expert, seeds: Iterable[int], report: ExpertReport, max_steps: int | None = None,
+               on_episode: Callable[[], None] | None = None) -> ExpertReport:
+    """Play `expert` in `env` once per seed until the episode ends (or `max_steps`), counting into `report`;
+    closes the env. Shared by the tabletop suite and the VIMA-style tasks."""
     try:
         for seed in seeds:
             obs, info = env.reset(seed=seed)
-            steps, terminated = 0, False
-            while not terminated and steps < env.task.max_episode_steps:
-                obs, _, terminated, _, info = env.step(expert.act(obs))
+            steps, done = 0, False
+            while not done and (max_steps is None or steps < max_steps):
+                obs, _, terminated, truncated, info = env.step(expert.act(obs))
                 steps += 1
+                done = terminated or truncated
             report.episodes += 1
             report.steps.append(steps)
             if info["is_success"]:
@@ -46,3 +47,9 @@ def evaluate_expert(task: str, seeds: Iterable[int], on_episode: Callable[[], No
     finally:
         env.close()
     return report
+
+
+def evaluate_expert(task: str, seeds: Iterable[int], on_episode: Callable[[], None] | None = None) -> ExpertReport:
+    """Success count of the expert for `task` on each seed, with the task's own step budget."""
+    env = TabletopEnv(task, images=())
+    return run_expert(env, make_expert(env), seeds, ExpertReport(task), env.task.max_episode_steps, on_episode)

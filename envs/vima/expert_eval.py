@@ -7,52 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from tqdm import tqdm
 
+from ..expert_eval import ExpertReport, run_expert
 from .env import VimaEnv
 from .partitions import LEVELS, level_tasks
 
 
-@dataclass
-class OracleReport:
-    task: str
-    level: str
-    episodes: int = 0
-    successes: int = 0
-    steps: list[int] = field(default_factory=list)
-    failed_seeds: list[int] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.successes / max(self.episodes, 1)
-
-
-def evaluate_oracle(task: str, level: int | str, seeds, on_episode=None, image_size: int = 64) -> OracleReport:
+def evaluate_oracle(task: str, level: int | str, seeds, on_episode=None, image_size: int = 64) -> ExpertReport:
     """Run the oracle for `task` at `level` on each seed, within the task's step budget."""
     env = VimaEnv(task, level=level, image_size=image_size)
-    report = OracleReport(task, env.level)
-    oracle = env.expert()
-    try:
-        for seed in seeds:
-            obs, info = env.reset(seed=seed)
-            steps, done = 0, False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(oracle.act(obs))
-                steps += 1
-                done = terminated or truncated
-            report.episodes += 1
-            report.steps.append(steps)
-            if info["is_success"]:
-                report.successes += 1
-            else:
-                report.failed_seeds.append(seed)
-            if on_episode is not None:
-                on_episode()
-    finally:
-        env.close()
-    return report
+    return run_expert(env, env.expert(), seeds, ExpertReport(task, env.level), on_episode=on_episode)
 
 
 def main(argv: list[str] | None = None) -> int:
