@@ -28,6 +28,8 @@ class LoopConfig:
     spin_s: float = 0.001  # busy-wait the last part of each tick's wait, for low jitter
     gil_switch_interval_s: float = 0.0005  # Python thread switch interval while the loop runs; 0 = keep
     pause_queries_near_tick: bool = True  # query decoding waits out each control tick (less jitter)
+    max_pending_queries: int = 8  # queries waiting for the model; one more is rejected at once with an error
+    log_repeat_s: float = 5.0  # a repeated identical fault log line: first at once, then once per this (0 = all)
 
 
 @dataclass
@@ -142,6 +144,8 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.ensemble_decay", cfg.loop.ensemble_decay >= 0, "must be >= 0"),
         ("loop.spin_s", 0 <= cfg.loop.spin_s and cfg.loop.spin_s * cfg.loop.rate_hz < 1, "must be in [0, period)"),
         ("loop.gil_switch_interval_s", 0 <= cfg.loop.gil_switch_interval_s <= 0.1, "must be in [0, 0.1]"),
+        ("loop.max_pending_queries", cfg.loop.max_pending_queries >= 1, "must be >= 1"),
+        ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
         ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),
         ("safety.position_mode", cfg.safety.position_mode in ("absolute", "delta", "velocity"),
          "must be absolute|delta|velocity"),

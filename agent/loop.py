@@ -39,11 +39,12 @@ import numpy as np
 
 from .chunking import ChunkExecutor
 from .config import LoopConfig, SafetyConfig
+from .log_throttle import LogThrottle
 from .protocols import ActionChunk, InvalidObservation, Observation, Policy, Robot
 from .recording import EpisodeRecorder
 from .safety import INVALID_OBSERVATION, SafetyFilter, is_stale
 from .telemetry import Telemetry, TickRecord
-from .worker import ControlResult, InferenceWorker
+from .worker import ControlResult, InferenceWorker, QueryQueueFull
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ CHUNK_EXHAUSTED = "chunk_exhausted"
 WORKER_DEAD = "worker_dead"
 WORKER_HUNG = "worker_hung"
 ROBOT_ERROR = "robot_error"
+LATENCY_CHECK_AFTER = 5  # successful control requests before their latency is compared with the chunk length
 
 
 def wait_until(deadline: float, spin_s: float, interrupt: threading.Event) -> None:
@@ -85,7 +87,10 @@ class ControlLoop:
         self.period = 1.0 / self.cfg.rate_hz
         self.safety = SafetyFilter(robot.action_spec, safety_cfg or SafetyConfig(), self.period,
                                    safe_action=getattr(robot, "safe_action", None))
-        self.worker = InferenceWorker(policy).start()
+        self.worker = InferenceWorker(policy, max_pending_queries=self.cfg.max_pending_queries).start()
+        self._log = LogThrottle(log, self.cfg.log_repeat_s)
+        self._latencies: list[float] | None = []  # control latencies until the chunk-length check ran (once)
+        self.warnings: list[str] = []  # standing problems with the setup, repeated in every run's summary
         self.chunks = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_decay)
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self.recorder, self.on_tick = recorder, on_tick
@@ -135,6 +140,7 @@ class ControlLoop:
         if reset_robot:
             self.chunks.reset()
         self.telemetry = Telemetry(self.cfg.rate_hz)
+        self.telemetry.warnings = self.warnings
         self._inflight: tuple[int, int] | None = None  # (seq, tick submitted)
         self._last_request_tick = -(10**9)
         self._fault: str | None = None  # lasts until a valid chunk arrives
@@ -155,6 +161,7 @@ class ControlLoop:
             raise
         finally:
             sys.setswitchinterval(old_switch)
+            self._log.flush()
         summary = self.telemetry.summary()
         if episode is not None:
             episode.finish(summary, success=bool(self.robot.is_success()))
@@ -215,8 +222,8 @@ class ControlLoop:
 
     # ---- tick steps ------------------------------------------------------------------------------------
     def _note(self, rec: TickRecord, fault: str, detail: str = "") -> None:
-        rec.faults.append(fault)
-        log.warning("tick %d: %s%s", rec.tick, fault, f" ({detail})" if detail else "")
+        rec.faults.append(fault)  # counted on every tick; only the log line is rate-limited
+        self._log.warning(fault + (f" ({detail})" if detail else ""), prefix=f"tick {rec.tick}: ")
 
     def _check_worker(self, rec: TickRecord) -> None:
         if not self.worker.alive:
@@ -243,6 +250,32 @@ class ControlLoop:
             return
         self.telemetry.dropped_steps += self.chunks.add(result.chunk, rec.scheduled)
         self._fault, self._had_chunk, self._exhausted = None, True, False
+        self._check_chunk_length(result)
+
+    def _check_chunk_length(self, result: ControlResult) -> None:
+        """Once per loop, after a few requests: warn when a chunk runs out before the next one can arrive.
+        The next request goes out `replan_every` ticks after this one and takes about the median latency,
+        so the chunk must cover at least that: horizon x period >= latency p50 + replan interval."""
+        if self._latencies is None:
+            return
+        self._latencies.append(result.latency_s)
+        if len(self._latencies) < LATENCY_CHECK_AFTER:
+            return
+        p50 = float(np.median(self._latencies))
+        self._latencies = None  # checked: no more samples, no second warning
+        replan_s, horizon = self.cfg.replan_every * self.period, result.chunk.horizon
+        covers_s = horizon * result.chunk.period
+        if p50 + replan_s <= covers_s:
+            return
+        message = (
+            f"action chunks run dry: control inference latency p50 {p50 * 1e3:.0f} ms + replan interval "
+            f"{replan_s * 1e3:.0f} ms (loop.replan_every={self.cfg.replan_every} at {self.cfg.rate_hz:g} Hz) > "
+            f"chunk {horizon} steps x {result.chunk.period * 1e3:.0f} ms = {covers_s * 1e3:.0f} ms, so the robot "
+            f"gets the fallback command between chunks. Fix one of: a policy with a longer chunk "
+            f"(> {math.ceil((p50 + replan_s) / result.chunk.period)} steps), a lower loop.rate_hz, a smaller "
+            f"loop.replan_every, or a faster device for the model.")
+        self.warnings.append(message)
+        log.warning("%s", message)
 
     def _chunk_problem(self, chunk: ActionChunk) -> str | None:
         dim = self.robot.action_spec.dim
@@ -257,8 +290,8 @@ class ControlLoop:
     def _observe(self, rec: TickRecord) -> tuple[Observation | None, str | None]:
         try:
             obs = self.robot.observe().validate(self.robot.state_spec.dim)
-        except InvalidObservation as exc:
-            log.warning("tick %d: invalid observation: %s", rec.tick, exc)
+        except InvalidObservation as exc:  # counted as a safety intervention on every tick
+            self._log.warning(f"invalid observation: {exc}", prefix=f"tick {rec.tick}: ")
             return None, INVALID_OBSERVATION
         except Exception as exc:
             self._note(rec, ROBOT_ERROR, f"observe: {type(exc).__name__}: {exc}")
@@ -304,8 +337,13 @@ class ControlLoop:
             self._schedule.wait_for(lambda: self._ticks_done >= k or self._stop.is_set(), timeout=2 * self.period)
 
     def _record_query(self, future: Future) -> None:
-        if not future.cancelled() and future.exception() is None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
             self.telemetry.add_query(future.result().latency_s)
+        elif isinstance(error, QueryQueueFull):
+            self.telemetry.queries_rejected += 1
 
     def _episode_meta(self) -> dict:
         spec = self.robot.action_spec

@@ -55,7 +55,9 @@ class Telemetry:
         self.rate_hz = rate_hz
         self.ticks: list[TickRecord] = []
         self.query_latencies_s: list[float] = []
+        self.queries_rejected = 0  # refused at once because the query queue was full
         self.dropped_steps = 0
+        self.warnings: list[str] = []  # problems with the setup found while running (logged once)
 
     def add_tick(self, record: TickRecord) -> None:
         self.ticks.append(record)
@@ -79,10 +81,12 @@ class Telemetry:
             "obs_age_ms": _percentiles([r.obs_age_s for r in t], (50, 99)),
             "query_latency_ms": _percentiles(self.query_latencies_s, (50, 99)),
             "queries": len(self.query_latencies_s),
+            "queries_rejected": self.queries_rejected,
             "sources": dict(Counter(r.source for r in t)),
             "faults": dict(Counter(f for r in t for f in r.faults)),
             "interventions": dict(Counter(i for r in t for i in r.interventions)),
             "dropped_steps": self.dropped_steps,
+            "warnings": list(self.warnings),
         }
 
 
@@ -100,12 +104,14 @@ def format_table(s: dict) -> str:
         ("tick jitter ms", _fmt(s["jitter_ms"], ("p50", "p99", "max"))),
         ("tick work ms", _fmt(s["tick_work_ms"], ("p50", "p99", "max"))),
         ("observation age ms", _fmt(s["obs_age_ms"], ("p50", "p99", "max"))),
-        ("query latency ms", _fmt(s["query_latency_ms"], ("p50", "p99", "max")) + f"  n {s['queries']}"),
+        ("query latency ms", _fmt(s["query_latency_ms"], ("p50", "p99", "max")) + f"  n {s['queries']}"
+         + f"  rejected {s['queries_rejected']}"),
         ("commands from", ", ".join(f"{k} {v}" for k, v in sorted(s["sources"].items())) or "-"),
         ("faults", ", ".join(f"{k} {v}" for k, v in sorted(s["faults"].items())) or "none"),
         ("interventions", ", ".join(f"{k} {v}" for k, v in sorted(s["interventions"].items())) or "none"),
         ("stale chunk steps dropped", str(s["dropped_steps"])),
     ]
+    rows += [("warning", w) for w in s["warnings"]]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -3,7 +3,10 @@
 Two kinds of request share the one model:
 - control requests (`submit_control`): at most one waits at a time; a newer observation replaces a
   waiting one (only the newest observation is worth computing a chunk for). They always go first.
-- queries (`submit_query`, VQA/captions): first-in first-out, each answered through a Future.
+- queries (`submit_query`, VQA/captions): first-in first-out, each answered through a Future. At most
+  `max_pending_queries` wait (not counting the one being decoded); one more is rejected at once: its
+  Future fails with `QueryQueueFull`, so a query stream faster than the model gets told, instead of
+  answers that grow later without limit.
 
 A query runs `policy.query(..., between_steps=hook)`. The hook, called by the policy between decode
 steps, runs a waiting control request right there on the worker thread, so a control request waits
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class WorkerDied(RuntimeError):
     """The worker thread has ended; the request will never be answered."""
+
+
+class QueryQueueFull(RuntimeError):
+    """A query arrived while `max_pending_queries` were already waiting; it was not queued."""
 
 
 @dataclass
@@ -78,8 +85,12 @@ class _Control:
 
 
 class InferenceWorker:
-    def __init__(self, policy: Policy, name: str = "uio-robot-inference"):
+    def __init__(self, policy: Policy, name: str = "uio-robot-inference", max_pending_queries: int = 8):
+        if max_pending_queries < 1:
+            raise ValueError(f"max_pending_queries must be >= 1, got {max_pending_queries}")
         self.policy = policy
+        self.max_pending_queries = max_pending_queries
+        self.queries_rejected = 0  # queries refused because the queue was full
         self._cond = threading.Condition()
         self._control: _Control | None = None
         self._queries: deque[_Query] = deque()
@@ -151,11 +162,18 @@ class InferenceWorker:
         return self._control is not None
 
     def submit_query(self, images: dict[str, np.ndarray], text: str) -> Future:
-        """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception)."""
+        """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception).
+        When `max_pending_queries` already wait, the Future fails at once with `QueryQueueFull`."""
         future: Future = Future()
         with self._cond:
             if self._stopping or not self._thread.is_alive() and self._thread.ident is not None:
                 future.set_exception(WorkerDied(self.death or "worker is not running"))
+                return future
+            if len(self._queries) >= self.max_pending_queries:
+                self.queries_rejected += 1
+                future.set_exception(QueryQueueFull(
+                    f"query queue is full: {len(self._queries)} queries are waiting for the model "
+                    f"(loop.max_pending_queries={self.max_pending_queries}); ask again later"))
                 return future
             self._queries.append(_Query(dict(images), str(text), future, time.monotonic()))
             self._cond.notify_all()

@@ -5,6 +5,7 @@ loop kept ticking. Timing assertions are about counts and order, not tight laten
 a loaded 2-core machine.
 """
 
+import re
 import threading
 import time
 
@@ -15,8 +16,9 @@ from uio_robot.agent import loop as L
 from uio_robot.agent.config import LoopConfig, SafetyConfig
 from uio_robot.agent.loop import ControlLoop
 from uio_robot.agent.protocols import ActionChunk
-from uio_robot.agent.safety import ESTOP, STALE_OBSERVATION
+from uio_robot.agent.safety import ESTOP, INVALID_OBSERVATION, STALE_OBSERVATION
 from uio_robot.agent.sim_robot import PointRobot
+from uio_robot.agent.worker import QueryQueueFull
 from uio_robot.policies.simple import StandInPolicy
 
 RATE = 20.0
@@ -189,7 +191,8 @@ def test_query_storm_during_control():
         if rec.tick == 3:
             futures.extend(loop.query(robot.observe().images, f"question {i}") for i in range(30))
 
-    loop = ControlLoop(robot, policy, LoopConfig(rate_hz=RATE, replan_every=2), on_tick=on_tick)
+    cfg = LoopConfig(rate_hz=RATE, replan_every=2, max_pending_queries=30)  # room for the whole storm
+    loop = ControlLoop(robot, policy, cfg, on_tick=on_tick)
     try:
         summary = loop.run(max_ticks=50, seed=3)
         answers = [f.result(timeout=30) for f in futures]
@@ -212,3 +215,76 @@ def test_worker_death_or_hang(fault):
     assert summary["faults"][expected] == 1  # reported when it starts, not every tick
     assert all(np.all(c == 0) for c in commands[i:])
     assert all(r.source == "safe" for r in records[i:])
+
+
+def test_repeated_invalid_observations_are_counted_exactly_but_logged_rarely(caplog):
+    class BrokenSensor(PointRobot):
+        """From step 5 on, the state has a NaN on every tick (a failed encoder)."""
+
+        def observe(self):
+            obs = super().observe()
+            if self.steps >= 5:
+                obs.state = np.array(obs.state, np.float32)
+                obs.state[1] = np.nan
+            return obs
+
+    caplog.set_level("WARNING", logger=L.__name__)
+    _, summary, records, commands = run_loop(robot=BrokenSensor(dt=PERIOD), ticks=40, log_repeat_s=0.6)
+    invalid = [r for r in records if INVALID_OBSERVATION in r.interventions]
+    assert summary["interventions"][INVALID_OBSERVATION] == len(invalid) >= 30  # telemetry counts every tick
+    assert all(np.all(c == 0) for c, r in zip(commands, records) if INVALID_OBSERVATION in r.interventions)
+    lines = [m.getMessage() for m in caplog.records if "invalid observation" in m.getMessage()]
+    span_s = invalid[-1].started - invalid[0].started
+    # First at once, then at most one line per 0.6 s, then one closing count at the end of the run.
+    assert lines[0].startswith(f"tick {invalid[0].tick}: invalid observation: state: non-finite values")
+    assert 2 <= len(lines) <= span_s / 0.6 + 2, lines
+    suppressed = sum(int(re.search(r"\[(\d+) (?:identical suppressed|more identical)", m).group(1))
+                     for m in lines[1:])
+    logged = [m for m in lines if m.startswith("tick ")]  # the closing count line is not an occurrence
+    assert lines[len(logged):] == [m for m in lines if "more identical, suppressed" in m]  # at most one, last
+    assert len(logged) >= len(lines) - 1
+    assert len(logged) + suppressed == len(invalid)  # the log lines account for every occurrence
+
+
+def test_full_query_queue_is_rejected_and_counted():
+    robot = PointRobot(dt=PERIOD)
+    policy = StandInPolicy(robot.action_spec, horizon=8, period=PERIOD, compute_ms=2, step_ms=5, query_steps=20)
+    futures = []
+
+    def on_tick(rec):
+        if rec.tick == 3:
+            futures.extend(loop.query(robot.observe().images, f"question {i}") for i in range(7))
+
+    loop = ControlLoop(robot, policy, LoopConfig(rate_hz=RATE, replan_every=2, max_pending_queries=3),
+                       on_tick=on_tick)
+    try:
+        summary = loop.run(max_ticks=30, seed=3)
+        outcomes = [f.exception(timeout=30) for f in futures]
+    finally:
+        loop.close()
+    rejected = [e for e in outcomes if isinstance(e, QueryQueueFull)]
+    # One starts decoding at once or shortly after; three wait; the rest are refused with an error.
+    assert 3 <= len(rejected) <= 3 + 1 and all("query queue is full" in str(e) for e in rejected)
+    assert summary["queries_rejected"] == len(rejected)
+    assert summary["queries"] + len(rejected) == 7  # none silently dropped
+
+
+def test_chunk_shorter_than_latency_plus_replan_warns_once(caplog):
+    caplog.set_level("WARNING", logger=L.__name__)
+
+    def run(compute_ms, horizon):
+        robot = PointRobot(dt=PERIOD)
+        policy = StandInPolicy(robot.action_spec, horizon=horizon, period=PERIOD, compute_ms=compute_ms)
+        with ControlLoop(robot, policy, LoopConfig(rate_hz=RATE, replan_every=2)) as loop:
+            loop.run(max_ticks=30, seed=0)
+            return loop.run(max_ticks=10, reset_robot=False)
+
+    caplog.clear()
+    fine = run(compute_ms=1, horizon=8)  # ~1 ms + 100 ms replan << 400 ms of chunk
+    assert fine["warnings"] == [] and not [m for m in caplog.messages if "run dry" in m]
+    slow = run(compute_ms=150, horizon=4)  # >= 150 ms + 100 ms replan > 200 ms of chunk
+    lines = [m for m in caplog.messages if "run dry" in m]
+    assert len(lines) == 1, lines  # once per loop, not per request or per run
+    assert slow["warnings"] == lines  # and it stays in each run's summary
+    assert "chunk 4 steps x 50 ms = 200 ms" in lines[0] and "longer chunk" in lines[0]
+    assert "loop.rate_hz" in lines[0] and "faster device" in lines[0]

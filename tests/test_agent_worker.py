@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from uio_robot.agent.protocols import ActionChunk, ArraySpec, Observation
-from uio_robot.agent.worker import InferenceWorker, WorkerDied
+from uio_robot.agent.worker import InferenceWorker, QueryQueueFull, WorkerDied
 
 SPEC = ArraySpec(("a",), [-1], [1])
 
@@ -154,3 +154,29 @@ def test_hung_policy_shows_as_stalled():
     finally:
         gate.set()
         w.stop()
+
+
+def test_full_query_queue_rejects_at_once_with_a_clear_error():
+    gate = threading.Event()
+    policy = ScriptedPolicy(steps=1, step_s=0.0, block=gate)
+    w = InferenceWorker(policy, max_pending_queries=2).start()
+    try:
+        w.submit_control(obs())  # holds the worker inside act, so queries wait
+        wait_for(lambda: w.busy)
+        waiting = [w.submit_query({}, f"q{i}") for i in range(2)]
+        rejected = w.submit_query({}, "one too many")
+        assert rejected.done() and not any(f.done() for f in waiting)  # refused now, not after a wait
+        with pytest.raises(QueryQueueFull, match=r"query queue is full.*max_pending_queries=2"):
+            rejected.result(timeout=0)
+        assert w.queries_rejected == 1 and w.queries_waiting == 2
+        gate.set()
+        assert [f.result(timeout=5).text for f in waiting] == ["Q0", "Q1"]  # the queued ones are answered
+        assert w.submit_query({}, "room again").result(timeout=5).text == "ROOM AGAIN"
+    finally:
+        gate.set()
+        w.stop()
+
+
+def test_query_queue_bound_must_be_positive():
+    with pytest.raises(ValueError, match="max_pending_queries"):
+        InferenceWorker(ScriptedPolicy(), max_pending_queries=0)
