@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 
 from .config import LoopConfig, SafetyConfig
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true", help="temporal ensembling of overlapping chunks")
     p.add_argument("--query-every", type=float, default=0.0, help="submit a query every S seconds (0 = none)")
     p.add_argument("--spin-ms", type=float, default=1.0, help="busy-wait before each deadline")
+    p.add_argument("--switch-interval-ms", type=float, default=LoopConfig.gil_switch_interval_s * 1e3,
+                   help="Python's thread switch interval while the loop runs (loop.gil_switch_interval_s; "
+                        "default %(default)s; 0 = keep Python's own, 5 ms)")
+    p.add_argument("--max-pending-queries", type=int, default=LoopConfig.max_pending_queries,
+                   help="queries waiting beyond this are rejected at once (default %(default)s)")
     p.add_argument("--no-pause-queries", action="store_true",
                    help="let query decoding run through control ticks (to measure what the pause buys)")
     p.add_argument("--json", default="", help="write the summary as JSON to this file")
@@ -103,8 +109,10 @@ def _query_stream(loop: ControlLoop, robot, every_s: float, stop: threading.Even
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.ticks < 1 or args.rate <= 0 or args.query_every < 0:
-        print("bench-loop: need --ticks >= 1, --rate > 0, --query-every >= 0", flush=True)
+    if (args.ticks < 1 or args.rate <= 0 or args.query_every < 0 or not 0 <= args.switch_interval_ms <= 100
+            or args.max_pending_queries < 1):
+        print("bench-loop: need --ticks >= 1, --rate > 0, --query-every >= 0, --switch-interval-ms in [0, 100], "
+              "--max-pending-queries >= 1", flush=True)
         return 2
     robot = _robot(args)
     policy = _policy(args, robot)
@@ -114,10 +122,12 @@ def main(argv: list[str]) -> int:
         args.replan_every = max(1, chunk - 2) if chunk else 4
     cfg = LoopConfig(rate_hz=args.rate, replan_every=args.replan_every, temporal_ensemble=args.ensemble,
                      on_deadline=args.on_deadline, spin_s=args.spin_ms / 1e3,
-                     pause_queries_near_tick=not args.no_pause_queries)
+                     pause_queries_near_tick=not args.no_pause_queries,
+                     gil_switch_interval_s=args.switch_interval_ms / 1e3, max_pending_queries=args.max_pending_queries)
     loop = ControlLoop(robot, policy, cfg, SafetyConfig())
     stop = threading.Event()
     streamer = None
+    load_before = os.getloadavg()
     try:
         if args.warmup:
             loop.run(max_ticks=args.warmup, seed=0)
@@ -133,7 +143,13 @@ def main(argv: list[str]) -> int:
         loop.close()
         robot.close()
     summary["config"] = {k: v for k, v in vars(args).items() if k != "json"}
+    # Timing on a shared machine depends on what else runs: keep the load and this process's niceness.
+    summary["machine"] = {"cpus": os.cpu_count(), "nice": os.nice(0), "load_avg_before": list(load_before),
+                          "load_avg_after": list(os.getloadavg())}
     print(format_table(summary))
+    m = summary["machine"]
+    print(f"machine: {m['cpus']} CPUs, nice {m['nice']}, load average {m['load_avg_before'][0]:.2f} before, "
+          f"{m['load_avg_after'][0]:.2f} after")
     if args.json:
         write_json(summary, args.json)
         print(f"wrote {args.json}")

@@ -29,6 +29,7 @@ class LoopConfig:
     gil_switch_interval_s: float = 0.0005  # Python thread switch interval while the loop runs; 0 = keep
     pause_queries_near_tick: bool = True  # query decoding waits out each control tick (less jitter)
     max_pending_queries: int = 8  # queries waiting for the model; one more is rejected at once with an error
+    query_priority_after_s: float = 1.0  # a query waiting this long goes before control (0 = control always first)
     log_repeat_s: float = 5.0  # a repeated identical fault log line: first at once, then once per this (0 = all)
 
 
@@ -145,6 +146,7 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.spin_s", 0 <= cfg.loop.spin_s and cfg.loop.spin_s * cfg.loop.rate_hz < 1, "must be in [0, period)"),
         ("loop.gil_switch_interval_s", 0 <= cfg.loop.gil_switch_interval_s <= 0.1, "must be in [0, 0.1]"),
         ("loop.max_pending_queries", cfg.loop.max_pending_queries >= 1, "must be >= 1"),
+        ("loop.query_priority_after_s", cfg.loop.query_priority_after_s >= 0, "must be >= 0"),
         ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
         ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),
         ("safety.position_mode", cfg.safety.position_mode in ("absolute", "delta", "velocity"),

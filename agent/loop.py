@@ -87,7 +87,8 @@ class ControlLoop:
         self.period = 1.0 / self.cfg.rate_hz
         self.safety = SafetyFilter(robot.action_spec, safety_cfg or SafetyConfig(), self.period,
                                    safe_action=getattr(robot, "safe_action", None))
-        self.worker = InferenceWorker(policy, max_pending_queries=self.cfg.max_pending_queries).start()
+        self.worker = InferenceWorker(policy, max_pending_queries=self.cfg.max_pending_queries,
+                                      query_priority_after_s=self.cfg.query_priority_after_s).start()
         self._log = LogThrottle(log, self.cfg.log_repeat_s)
         self._latencies: list[float] | None = []  # control latencies until the chunk-length check ran (once)
         self.warnings: list[str] = []  # standing problems with the setup, repeated in every run's summary

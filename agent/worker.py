@@ -2,7 +2,10 @@
 
 Two kinds of request share the one model:
 - control requests (`submit_control`): at most one waits at a time; a newer observation replaces a
-  waiting one (only the newest observation is worth computing a chunk for). They always go first.
+  waiting one (only the newest observation is worth computing a chunk for). They go first, except that
+  a query which has waited `query_priority_after_s` goes before them: when control inference is slower
+  than the replan interval a control request is always waiting, and queries would otherwise never run.
+  Control then waits for the query's prefill and first decode step, not for its answer (the hook below).
 - queries (`submit_query`, VQA/captions): first-in first-out, each answered through a Future. At most
   `max_pending_queries` wait (not counting the one being decoded); one more is rejected at once: its
   Future fails with `QueryQueueFull`, so a query stream faster than the model gets told, instead of
@@ -85,11 +88,15 @@ class _Control:
 
 
 class InferenceWorker:
-    def __init__(self, policy: Policy, name: str = "uio-robot-inference", max_pending_queries: int = 8):
+    def __init__(self, policy: Policy, name: str = "uio-robot-inference", max_pending_queries: int = 8,
+                 query_priority_after_s: float = 1.0):
         if max_pending_queries < 1:
             raise ValueError(f"max_pending_queries must be >= 1, got {max_pending_queries}")
+        if query_priority_after_s < 0:
+            raise ValueError(f"query_priority_after_s must be >= 0, got {query_priority_after_s}")
         self.policy = policy
         self.max_pending_queries = max_pending_queries
+        self.query_priority_after_s = query_priority_after_s  # 0 = control always first (queries may starve)
         self.queries_rejected = 0  # queries refused because the queue was full
         self._cond = threading.Condition()
         self._control: _Control | None = None
@@ -192,8 +199,10 @@ class InferenceWorker:
                         self._cond.wait()
                     if self._stopping:
                         return
-                    control, self._control = self._control, None
-                    query = self._queries.popleft() if control is None else None
+                    if self._queries and (self._control is None or self._query_overdue()):
+                        control, query = None, self._queries.popleft()
+                    else:
+                        control, query, self._control = self._control, None, None
                 if control is not None:
                     self._serve_control(control)
                 else:
@@ -205,6 +214,10 @@ class InferenceWorker:
         finally:
             self._busy_since = None
             self._fail_waiting_queries(self.death or "worker stopped")
+
+    def _query_overdue(self) -> bool:
+        wait = self.query_priority_after_s
+        return wait > 0 and time.monotonic() - self._queries[0].submitted_at >= wait
 
     def _mark_progress(self) -> None:
         now = time.monotonic()

@@ -15,7 +15,10 @@ def test_bench_loop_cli_writes_the_summary(tmp_path, capsys):
     assert set(s["latency_ms"]) >= {"p50", "p90", "p99"} and set(s["jitter_ms"]) >= {"p50", "p99"}
     assert set(s["query_latency_ms"]) >= {"p50", "p99"} and s["queries"] >= 3
     assert s["latency_ms"]["n"] >= 5
+    assert s["queries_rejected"] >= 0 and s["machine"]["cpus"] >= 1 and len(s["machine"]["load_avg_before"]) == 3
 
 
 def test_bench_loop_rejects_bad_arguments(capsys):
     assert cli.main(["bench-loop", "--ticks", "0"]) == 2
+    assert cli.main(["bench-loop", "--switch-interval-ms", "-1"]) == 2
+    assert cli.main(["bench-loop", "--max-pending-queries", "0"]) == 2

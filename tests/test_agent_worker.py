@@ -17,8 +17,8 @@ def obs(value=0.0):
 class ScriptedPolicy:
     """A policy whose behaviour each test sets: act echoes the state, query yields `steps` times."""
 
-    def __init__(self, steps=20, step_s=0.01, act_error=None, block=None):
-        self.steps, self.step_s, self.act_error, self.block = steps, step_s, act_error, block
+    def __init__(self, steps=20, step_s=0.01, act_error=None, block=None, act_s=0.0):
+        self.steps, self.step_s, self.act_error, self.block, self.act_s = steps, step_s, act_error, block, act_s
         self.events: list[tuple[str, float]] = []
 
     def reset(self):
@@ -28,6 +28,7 @@ class ScriptedPolicy:
         self.events.append(("act", time.monotonic()))
         if self.block is not None:
             self.block.wait()
+        time.sleep(self.act_s)
         if self.act_error is not None:
             raise self.act_error
         return ActionChunk(np.array([[o.state[0]]]), o.timestamp, 0.05)
@@ -180,3 +181,34 @@ def test_full_query_queue_rejects_at_once_with_a_clear_error():
 def test_query_queue_bound_must_be_positive():
     with pytest.raises(ValueError, match="max_pending_queries"):
         InferenceWorker(ScriptedPolicy(), max_pending_queries=0)
+
+
+@pytest.mark.parametrize("priority_after_s", [0.3, 0.0])
+def test_a_query_is_not_starved_by_control_that_always_waits(priority_after_s):
+    """Control inference slower than the replan interval: a control request is always waiting. A query that
+    has waited `query_priority_after_s` still runs (0 = control always first: it starves)."""
+    policy = ScriptedPolicy(steps=5, step_s=0.01, act_s=0.05)
+    w = InferenceWorker(policy, query_priority_after_s=priority_after_s).start()
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            w.submit_control(obs())
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        wait_for(lambda: w.busy)
+        future = w.submit_query({}, "still there?")
+        time.sleep(1.2)
+        if priority_after_s:
+            assert future.done() and future.result().text == "STILL THERE?"
+            assert 0.3 <= future.result().latency_s < 1.2
+            assert future.result().control_served >= 3  # control kept running between its decode steps
+        else:
+            assert not future.done()
+    finally:
+        stop.set()
+        feeder.join()
+        w.stop()
