@@ -23,6 +23,10 @@ Faults are logged and recorded on the tick they are detected; a fault lasts unti
   chunk arrives. The most conservative choice.
 In all three the loop keeps ticking; only `request_stop()`, `max_ticks`, or the robot reporting the end
 of the episode end a run. The safety filter (e-stop, staleness, NaN) applies after this choice.
+
+Logging: every fault is counted on its tick; the log line of a repeated identical one is rate-limited
+(`loop.log_repeat_s`). After the first few answered requests the loop warns once if a chunk cannot last
+until the next one arrives (latency p50 + replan interval > horizon x period).
 """
 
 from __future__ import annotations
