@@ -22,32 +22,33 @@ class LogThrottle:
         self.logger, self.every_s, self.clock = logger, every_s, clock
         self._last: dict[str, tuple[float, int]] = {}  # message -> (time last logged, suppressed since)
 
-    def warning(self, message: str, prefix: str = "") -> bool:
-        """Log `prefix + message` unless the same `message` was logged less than `every_s` ago (then count
-        it). Returns whether a line was written."""
+    def warning(self, message: str, prefix: str = "", key: str | None = None) -> bool:
+        """Log `prefix + message` unless the same `key` (default: the message) was logged less than
+        `every_s` ago (then count it). Returns whether a line was written."""
         now = self.clock()
-        last = self._last.get(message)
+        key = message if key is None else key
+        last = self._last.get(key)
         if last is not None and now - last[0] < self.every_s:
-            self._last[message] = (last[0], last[1] + 1)
+            self._last[key] = (last[0], last[1] + 1)
             return False
         suppressed = last[1] if last is not None else 0
         note = f" [{suppressed} identical suppressed in the last {now - last[0]:.1f} s]" if suppressed else ""
         self.logger.warning("%s%s%s", prefix, message, note)
-        if len(self._last) >= _MAX_KEYS and message not in self._last:
+        if len(self._last) >= _MAX_KEYS and key not in self._last:
             self._forget_quiet(now)
-        self._last[message] = (now, 0)
+        self._last[key] = (now, 0)
         return True
 
     def flush(self) -> None:
         """Report the occurrences still held back (e.g. at the end of a run) and forget all messages."""
-        for message, (_, suppressed) in self._last.items():
+        for key, (_, suppressed) in self._last.items():
             if suppressed:
-                self.logger.warning("%s [%d more identical, suppressed]", message, suppressed)
+                self.logger.warning("%s [%d more identical, suppressed]", key, suppressed)
         self._last.clear()
 
     def _forget_quiet(self, now: float) -> None:
-        for message, (at, suppressed) in list(self._last.items()):
+        for key, (at, suppressed) in list(self._last.items()):
             if now - at >= self.every_s and not suppressed:
-                del self._last[message]
+                del self._last[key]
         if len(self._last) >= _MAX_KEYS:  # all recent: drop the oldest rather than grow
             del self._last[min(self._last, key=lambda m: self._last[m][0])]

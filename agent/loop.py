@@ -226,9 +226,10 @@ class ControlLoop:
         return obs, filtered.action, planned
 
     # ---- tick steps ------------------------------------------------------------------------------------
-    def _note(self, rec: TickRecord, fault: str, detail: str = "") -> None:
+    def _note(self, rec: TickRecord, fault: str, detail: str = "", key: str | None = None) -> None:
+        """Record a fault on this tick and log it; repeats of the same line (or `key`) are rate-limited."""
         rec.faults.append(fault)  # counted on every tick; only the log line is rate-limited
-        self._log.warning(fault + (f" ({detail})" if detail else ""), prefix=f"tick {rec.tick}: ")
+        self._log.warning(fault + (f" ({detail})" if detail else ""), prefix=f"tick {rec.tick}: ", key=key)
 
     def _check_worker(self, rec: TickRecord) -> None:
         if not self.worker.alive:
@@ -309,7 +310,8 @@ class ControlLoop:
             seq, tick = self._inflight
             if rec.tick - tick >= self.cfg.replan_every and self._fault != INFERENCE_LATE:
                 self._fault = INFERENCE_LATE
-                self._note(rec, INFERENCE_LATE, f"request {seq} from tick {tick}")
+                # the detail differs per request; a model slower than the replan interval repeats it each time
+                self._note(rec, INFERENCE_LATE, f"request {seq} from tick {tick}", key=INFERENCE_LATE)
             return
         due = rec.tick - self._last_request_tick >= self.cfg.replan_every or self.chunks.remaining_at(
             rec.scheduled) == 0

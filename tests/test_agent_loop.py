@@ -97,10 +97,15 @@ def test_schedule_is_absolute_and_missed_deadlines_are_skipped_not_burst():
 
 
 @pytest.mark.parametrize("mode", ["continue", "hold", "stop"])
-def test_policy_slower_than_the_period(mode):
+def test_policy_slower_than_the_period(mode, caplog):
+    caplog.set_level("WARNING", logger=L.__name__)
     loop, summary, records, commands = run_loop("slow", on_deadline=mode, ticks=40)
     late = first_tick_with(records, L.INFERENCE_LATE)
     assert records[late].faults.count(L.INFERENCE_LATE) == 1 and summary["faults"][L.INFERENCE_LATE] >= 2
+    # Each late request is counted; the log says it once, then how many more (the run is < log_repeat_s).
+    lines = [m for m in caplog.messages if L.INFERENCE_LATE in m]
+    assert lines[0].startswith(f"tick {records[late].tick}: inference_late (request ")
+    assert lines[1:] == [f"inference_late [{summary['faults'][L.INFERENCE_LATE] - 1} more identical, suppressed]"]
     # Chunks still arrive, late, and are aligned to now: their stale first rows are dropped.
     assert summary["latency_ms"]["n"] >= 3 and summary["dropped_steps"] >= 3 * summary["latency_ms"]["n"] - 3
     r, cmd, prev = records[late], commands[late], commands[late - 1]

@@ -27,7 +27,7 @@ def record(root, ticks=20, estop_at=None):
             holder["loop"].estop("test")
 
     loop = ControlLoop(robot, policy, LoopConfig(rate_hz=50, replan_every=2), SafetyConfig(),
-                       recorder=EpisodeRecorder(root), on_tick=on_tick)
+                       recorder=EpisodeRecorder(root, piece_ticks=8), on_tick=on_tick)
     holder["loop"] = loop
     with loop:
         loop.run(max_ticks=ticks, seed=0)
@@ -49,7 +49,9 @@ def test_round_trip_matches_what_the_robot_received(tmp_path):
     stopped = [e["tick"] for e in m["interventions"] if "estop" in e["reasons"]]
     after = d["tick"] > robot.estop_tick
     assert min(stopped) == d["tick"][after][0] and np.all(d["intervened"][after])
-    assert m["summary"]["ticks"] == 20
+    assert m["summary"]["ticks"] == 20 and [p["ticks"] for p in m["pieces"]] == [8, 8, 4]
+    # Timing set after a tick was handed to the recorder (work time) still reaches every row.
+    assert np.all(d["work_s"] > 0) and d["overrun"].sum() == m["summary"]["overruns"]
     # A recorded episode can be replayed.
     replay = ReplayPolicy(d["action_sent"], horizon=3, period=0.02)
     assert replay.act(robot.observe()).actions.shape == (3, 2)
