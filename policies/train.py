@@ -207,6 +207,35 @@ def sincos_positions_(table: torch.Tensor) -> None:
     table[1:, : rows.shape[1]] = rows.to(table.dtype)
 
 
+@torch.no_grad()
+def smooth_location_embeddings_(model: UIO2Model, tokenizer: UIO2Tokenizer) -> None:
+    """Give the 1000 location tokens sine/cosine embeddings of their bin (periods 8..2000 bins).
+
+    Why: the token table is shared by the input (state values) and the tied output logits (actions,
+    points). Random rows make every bin an unrelated class, and the network must learn the order of a
+    thousand classes before a near miss means anything. With smooth rows, neighbouring bins start close,
+    the logits over bins are smooth, and a written state value is readable as a number from step one.
+    """
+    table = model.text_token_embedder.weight
+    dim = table.shape[1]
+    n_freq = dim // 2
+    periods = 8.0 * (2000.0 / 8.0) ** (torch.arange(n_freq, dtype=torch.float64) / max(n_freq - 1, 1))
+    bins = torch.arange(NUM_BINS, dtype=torch.float64)
+    angles = bins[:, None] * (2 * math.pi / periods[None, :])
+    rows = torch.cat([angles.sin(), angles.cos()], 1)[:, :dim]
+    rows *= table.float().std() / rows.std()
+    ids = torch.tensor([tokenizer.location_token(b) for b in range(NUM_BINS)])
+    table[ids] = rows.to(table.dtype)
+
+
+def scratch_model(config, tokenizer: UIO2Tokenizer, seed: int) -> UIO2Model:
+    """A network to train from scratch: random weights, then the two structured inits above."""
+    model = UIO2Model(config).init_weights(seed)
+    sincos_positions_(model.input_embedders["image"].image_encoder.vision_transformer.positional_embedding)
+    smooth_location_embeddings_(model, tokenizer)
+    return model
+
+
 def build_model(r: Recipe, tokenizer: UIO2Tokenizer, device: torch.device) -> UIO2Model:
     if r.model.init:
         model = load_model(r.model.init, dtype=torch.float32, device=device)
@@ -215,9 +244,7 @@ def build_model(r: Recipe, tokenizer: UIO2Tokenizer, device: torch.device) -> UI
                               f"{model.config.num_frames} history frames")
     else:
         config = model_config(r.model, tokenizer.model_vocab_size, r.data.history)
-        model = UIO2Model(config).init_weights(r.train.seed)
-        sincos_positions_(model.input_embedders["image"].image_encoder.vision_transformer.positional_embedding)
-        model = model.to(device)
+        model = scratch_model(config, tokenizer, r.train.seed).to(device)
     if tokenizer.vocab_size > model.config.t5_config.vocab_size:
         raise RecipeError(f"tokenizer has {tokenizer.vocab_size} ids but the model only "
                           f"{model.config.t5_config.vocab_size}")

@@ -25,9 +25,9 @@ from omegaconf import OmegaConf
 from uio_robot.policies.dataset import DatasetError
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import ModelRecipe, RecipeError, model_config
-from uio_robot.policies.train import TokenLoss, sincos_positions_
+from uio_robot.policies.train import TokenLoss, scratch_model
 from uio_robot.policies.uio2.checkpoint import save_checkpoint
-from uio_robot.policies.uio2.model import UIO2Model, to_batch
+from uio_robot.policies.uio2.model import to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
 from uio_robot.policies.vima_data import PrimitiveExamples, load_episodes, prompt_texts
@@ -112,8 +112,7 @@ def train_vima(r: VimaRecipe) -> Path:
     train_tokenizer(texts * 20, tok_path, vocab_size=r.model.tokenizer_pieces)
     tokenizer = UIO2Tokenizer(tok_path)
     config = model_config(r.model, tokenizer.model_vocab_size, r.data.prompt_images)
-    model = UIO2Model(config).init_weights(r.train.seed)
-    sincos_positions_(model.input_embedders["image"].image_encoder.vision_transformer.positional_embedding)
+    model = scratch_model(config, tokenizer, r.train.seed)
     model.requires_grad_(True).train()
     t5 = model.config.t5_config
     sizes = (t5.default_image_vit_size[0], t5.default_image_history_vit_size[0], model.config.num_frames,

@@ -144,3 +144,21 @@ def test_two_process_ddp_run_on_cpu(demos, tmp_path):
     assert "2 process(es)" in proc.stdout
     assert [int(r["step"]) for r in _rows(out)] == [2, 4]
     assert read_metadata(out / "checkpoint")["train"]["step"] == 4
+
+
+def test_location_tokens_start_with_smooth_embeddings(tmp_path):
+    """From scratch, neighbouring location bins start close and far bins apart (ordered, not random)."""
+    import torch
+
+    from uio_robot.policies.recipe import ModelRecipe, model_config
+    from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
+
+    path = tmp_path / "tok.model"
+    train_tokenizer(["reach the red cube", "where is the ball?"] * 20, path, vocab_size=300)
+    tok = UIO2Tokenizer(path)
+    model = train_mod.scratch_model(model_config(ModelRecipe(), tok.model_vocab_size, 0), tok, seed=0)
+    rows = model.text_token_embedder.weight[[tok.location_token(b) for b in (500, 501, 900)]]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(rows[0], rows[1], dim=0) > 0.9 > 0.5 > cos(rows[0], rows[2], dim=0)
+    word = model.text_token_embedder.weight[tok.encode("red")[0]]
+    assert abs(float(rows[0].norm() / word.norm()) - 1) < 0.3  # same scale as the other tokens
