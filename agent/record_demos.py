@@ -36,12 +36,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="first seed; each task uses seeds seed .. seed+episodes-1")
     p.add_argument("--vqa-scenes", type=int, default=0, help="VQA-only scenes per task of --vqa-tasks")
     p.add_argument("--vqa-tasks", type=_tasks, default=None, help="tasks for VQA-only scenes (default: all)")
+    p.add_argument("--vqa-max-objects", type=int, default=0,
+                   help="VQA-only scenes keep at most this many of the task's objects (0: all); fewer "
+                        "objects make easier grounding data")
     p.add_argument("--max-vqa-pairs", type=int, default=None, help="keep at most this many pairs per scene")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--cameras", default="image", help="comma-separated: image, wrist_image")
     args = p.parse_args(argv)
-    if args.episodes < 0 or args.vqa_scenes < 0:
-        p.error("--episodes and --vqa-scenes must be >= 0")
+    if args.episodes < 0 or args.vqa_scenes < 0 or args.vqa_max_objects < 0:
+        p.error("--episodes, --vqa-scenes and --vqa-max-objects must be >= 0")
     last = args.seed + args.episodes + args.vqa_scenes - 1
     if args.seed < 0 or last >= HELDOUT_SEED:
         p.error(f"seeds {args.seed}..{last} must lie in [0, {HELDOUT_SEED}) (evaluation uses {HELDOUT_SEED}+)")
@@ -98,7 +101,7 @@ def main(argv: list[str]) -> int:
                 envs[task] = TabletopEnv(task, image_size=args.image_size, images=tuple(args.cameras))
             env = envs[task]
             if kind == "scenes":
-                obs, _ = env.reset(seed=seed)
+                obs, _ = env.reset(seed=seed, options={"max_objects": args.vqa_max_objects})
                 pairs = vqa_pairs(env.scene_info(), np.random.default_rng(seed), args.max_vqa_pairs)
                 writer.add_scene(task, seed, obs["instruction"], obs[args.cameras[0]], pairs)
                 continue

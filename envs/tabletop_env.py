@@ -232,6 +232,8 @@ class TabletopEnv(gym.Env):
         mujoco.mj_resetData(m, d)
         self._restore_defaults()
         self.episode = self.task.sample(rng, list(self.slots))
+        if options and options.get("max_objects"):
+            self._keep_objects(int(options["max_objects"]))
         self.episode_id += 1
         self._lay_out(rng)
         if self.randomize:
@@ -299,6 +301,15 @@ class TabletopEnv(gym.Env):
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self._shadows
         r.update_scene(self.data, camera)
         return r.render()
+
+    def _keep_objects(self, k: int) -> None:
+        """Keep the episode's first `k` objects (the target first) and park the rest: simpler scenes for
+        grounding data (VQA). A stack's support stays too; the instruction still names the episode's target."""
+        if k < 1:
+            raise ValueError(f"reset option max_objects must be >= 1, got {k}")
+        ep = self.episode
+        keep = list(ep.objects)[:k] + ([ep.support] if ep.support and ep.support not in list(ep.objects)[:k] else [])
+        ep.objects = {name: ep.objects[name] for name in keep}
 
     def _lay_out(self, rng: np.random.Generator) -> None:
         """Park the pool, then place the box/zone and the episode's objects without overlap."""

@@ -97,3 +97,22 @@ def test_projection_matches_rendered_pixels():
         u, v = project(info["camera"], obj["position"])
         assert abs(u - (cols.mean() + 0.5) / 128) < 0.03, obj["name"]
         assert abs(v - (rows.mean() + 0.5) / 128) < 0.03, obj["name"]
+
+
+def test_reset_can_keep_fewer_objects_for_grounding_scenes():
+    """reset(options={"max_objects": 1}) leaves only the target on the table; the VQA truth follows."""
+    import gymnasium as gym
+
+    env = gym.make("uio_robot/Reach-v0").unwrapped
+    try:
+        env.reset(seed=4)
+        full = env.scene_info()
+        env.reset(seed=4, options={"max_objects": 1})
+        one = env.scene_info()
+        assert len(full["objects"]) == 3 and [o["name"] for o in one["objects"]] == [full["target"]]
+        parked = [n for n in env.slots if n not in {o["name"] for o in one["objects"]}]
+        assert all(env.object_pos(n)[2] < 0 for n in parked)  # off the table
+        with pytest.raises(ValueError, match="max_objects"):
+            env.reset(seed=4, options={"max_objects": -1})
+    finally:
+        env.close()

@@ -59,7 +59,7 @@ def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
     env, start, peer = ros
     # A small random-weight UIO2 checkpoint: the bridge is under test here. The shipped default model does
     # not solve Reach yet and its 4-step chunks run dry at 20 Hz on this CPU (policies/assets/default).
-    policy_args, ticks = [f"policy.checkpoint={make_tiny_checkpoint(tmp_path / 'tiny', chunk=6)}"], 100
+    policy_args, ticks = [f"policy.checkpoint={make_tiny_checkpoint(tmp_path / 'tiny', chunk=6)}"], 160
     for topic, kind, qos in (("command", Float64MultiArray, "reliable"), ("joint_states", JointState, "sensor"),
                              ("episode", String, "reliable"), ("answer", String, "reliable"),
                              ("/diagnostics", DiagnosticArray, "reliable"), ("success", Bool, "reliable")):

@@ -177,6 +177,9 @@ class RosRobot:
         missing = [s for s in self._sources() if s not in parts]
         if missing:
             raise InvalidObservation(f"no message yet on {missing}")
+        if not instruction.strip():  # a latched instruction may arrive after the first camera frames
+            raise InvalidObservation(f"no instruction yet: publish one on {self.cfg.instruction_topic!r} "
+                                     "or set ros.instruction")
         now = time.monotonic()
         for source, (_, received) in parts.items():
             if now - received > self.max_obs_age_s:
