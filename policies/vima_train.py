@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from uio_robot.policies.dataset import DatasetError
+from uio_robot.policies.dataset import DatasetError, atomic_write_bytes
 from uio_robot.policies.prompts import ActionFormat
-from uio_robot.policies.recipe import ModelRecipe, RecipeError, model_config
-from uio_robot.policies.train import TokenLoss, scratch_model
+from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config
+from uio_robot.policies.train import TokenLoss, lr_at, scratch_model
 from uio_robot.policies.uio2.checkpoint import save_checkpoint
 from uio_robot.policies.uio2.model import to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
@@ -37,22 +37,6 @@ from uio_robot.policies.vima_prompts import PROMPT_FORMAT, primitive_codec
 # tokenizer has pieces for them.
 EXTRA_TEXTS = ("put all objects with the same colour as into the", "this is a dax blicket wug zup gazer tufa fep kiki",
                "put the into the rearrange to this same shape")
-
-
-@dataclass
-class VimaOptim:
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    location_sigma: float = 6.0
-    seed: int = 0
-    log_every: int = 25
-    save_every: int = 250
-    threads: int = 1
 
 
 @dataclass
@@ -68,7 +52,9 @@ class VimaRecipe:
     out_dir: str = "runs/vima"
     model: ModelRecipe = field(default_factory=lambda: ModelRecipe(tokenizer_pieces=320))
     data: VimaData = field(default_factory=VimaData)
-    train: VimaOptim = field(default_factory=VimaOptim)
+    # The main trainer's optimiser fields (train.resume, eval_every and device are not used here).
+    train: OptimRecipe = field(default_factory=lambda: OptimRecipe(steps=1500, warmup=100, location_sigma=6.0,
+                                                                   save_every=250))
 
 
 def load_recipe(overrides: list[str]) -> VimaRecipe:
@@ -81,13 +67,6 @@ def load_recipe(overrides: list[str]) -> VimaRecipe:
     if recipe.train.steps < 1 or recipe.train.batch_size < 1 or recipe.data.prompt_images < 1:
         raise RecipeError("train-vima: train.steps, train.batch_size and data.prompt_images must be >= 1")
     return recipe
-
-
-def _lr(step: int, t: VimaOptim) -> float:
-    if step < t.warmup:
-        return t.lr * (step + 1) / t.warmup
-    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 def train_vima(r: VimaRecipe) -> Path:
@@ -139,7 +118,7 @@ def train_vima(r: VimaRecipe) -> Path:
         idx, order = order[:r.train.batch_size], order[r.train.batch_size:]
         batch = to_batch(build_batch([data[i] for i in idx]), torch.device("cpu"))
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, r.train)
+            group["lr"] = lr_at(step, r)
         loss = loss_fn(model, batch)["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,7 +132,7 @@ def train_vima(r: VimaRecipe) -> Path:
             window = []
         if (step + 1) % r.train.save_every == 0 or last:
             save_checkpoint(model, out / "checkpoint", tokenizer=tok_path, metadata=meta)
-            (out / "loss.csv").write_text("\n".join(rows) + "\n")
+            atomic_write_bytes(out / "loss.csv", ("\n".join(rows) + "\n").encode())
     return out / "checkpoint"
 
 
