@@ -193,6 +193,11 @@ def _ros_checks(r: RosConfig) -> list[tuple[str, bool, str]]:
         ("ros.command_names", r.command_map or n_cmd == n_act, "needs one name per action dim (or a command_map)"),
         ("ros.command_scale", not r.command_scale or (len(r.command_scale) == n_cmd and all(
             s != 0 for s in r.command_scale)), "needs one non-zero scale per command name"),
+        ("ros.command_names", r.command_type != "twist" or any(n.startswith(("linear.", "angular."))
+                                                                for n in r.command_names),
+         "with command_type=twist must name Twist fields, e.g. ros.command_names=[linear.x,linear.y,linear.z,"
+         "angular.z,gripper] ros.command_scale=[20,20,20,20,1] (per-step deltas at 20 Hz as velocities; "
+         "names that are not Twist fields go to <command_topic>_extra)"),
         ("ros.qos_depth", r.qos_depth >= 1, "must be >= 1"),
         ("ros.episodes", r.episodes >= 0, "must be >= 0"),
         ("ros.wait_for_data_s", r.wait_for_data_s > 0, "must be > 0"),

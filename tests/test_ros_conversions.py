@@ -158,7 +158,8 @@ def node_with_args(monkeypatch, tmp_path):
 
 
 def test_parameters_come_from_hydra_and_ros_overrides_win(node_with_args):
-    cfg = load_config(["loop.rate_hz=15", "ros.command_type=twist"])
+    cfg = load_config(["loop.rate_hz=15", "ros.command_type=twist",
+                       "ros.command_names=[linear.x,linear.y,linear.z,angular.z,gripper]"])
     node = node_with_args(["-p", "loop.replan_every:=2", "-p", "ros.command_scale:=[20.0,20.0,20.0,20.0,1.0]",
                            "-p", "ros.cameras.image:=/cam/color"])
     out = declare_config(node, cfg)
@@ -172,6 +173,9 @@ def test_parameters_come_from_hydra_and_ros_overrides_win(node_with_args):
 def test_bad_ros_parameter_is_a_config_error(node_with_args):
     with pytest.raises(ConfigError, match="loop.rate_hz"):
         declare_config(node_with_args(["-p", "loop.rate_hz:=-5.0"]), load_config())
+    # twist commands with the action names would publish an all-zero Twist: refused, with the fix named
+    with pytest.raises(ConfigError, match=r"ros.command_names.*linear.x"):
+        load_config(["ros.command_type=twist"])
 
 
 def test_bag_round_trip(tmp_path):
