@@ -1,6 +1,6 @@
 """`uio-robot ros-agent`: the agent as a ROS 2 node, driven by the same `ControlLoop` as the simulations.
 
-    uio-robot ros-agent [hydra overrides, e.g. policy.checkpoint=DIR loop.rate_hz=20 ros.command_type=twist]
+    uio-robot ros-agent [hydra overrides, e.g. policy.checkpoint=DIR loop.rate_hz=20 ros.episodes=0]
                         [--ros-args -p loop.rate_hz:=10 -r camera/image_raw:=/cam/color/image_raw ...]
 
 Configuration: the Hydra config is the source of the node's ROS parameters (`loop.*`, `safety.*`,
