@@ -31,6 +31,7 @@ class LoopConfig:
     max_pending_queries: int = 8  # queries waiting for the model; one more is rejected at once with an error
     query_priority_after_s: float = 1.0  # a query waiting this long goes before control (0 = control always first)
     log_repeat_s: float = 5.0  # a repeated identical fault log line: first at once, then once per this (0 = all)
+    worker: str = "thread"  # thread | process: where the policy runs (process: a spawned child; agent/README.md)
 
 
 @dataclass
@@ -148,6 +149,7 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.max_pending_queries", cfg.loop.max_pending_queries >= 1, "must be >= 1"),
         ("loop.query_priority_after_s", cfg.loop.query_priority_after_s >= 0, "must be >= 0"),
         ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
+        ("loop.worker", cfg.loop.worker in ("thread", "process"), "must be thread|process"),
         ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),
         ("safety.position_mode", cfg.safety.position_mode in ("absolute", "delta", "velocity"),
          "must be absolute|delta|velocity"),

@@ -42,8 +42,9 @@ from concurrent.futures import Future
 import numpy as np
 
 from .chunking import ChunkExecutor
-from .config import LoopConfig, SafetyConfig
+from .config import ConfigError, LoopConfig, SafetyConfig
 from .log_throttle import LogThrottle
+from .policy_recipe import PolicyRecipe
 from .protocols import ActionChunk, InvalidObservation, Observation, Policy, Robot
 from .recording import EpisodeRecorder
 from .safety import INVALID_OBSERVATION, SafetyFilter, is_stale
@@ -71,17 +72,31 @@ def wait_until(deadline: float, spin_s: float, interrupt: threading.Event) -> No
         pass
 
 
+def make_worker(policy: Policy | PolicyRecipe, cfg: LoopConfig):
+    """The started inference worker that `cfg.worker` names: a thread in this process (a recipe is built
+    here), or a child process that builds the policy from its recipe (process_worker.py)."""
+    limits = dict(max_pending_queries=cfg.max_pending_queries, query_priority_after_s=cfg.query_priority_after_s)
+    if cfg.worker == "process":
+        from .process_worker import ProcessWorker
+
+        return ProcessWorker(policy, **limits).start()
+    if cfg.worker != "thread":
+        raise ConfigError(f"config loop.worker={cfg.worker!r}: must be thread|process")
+    return InferenceWorker(policy.build() if isinstance(policy, PolicyRecipe) else policy, **limits).start()
+
+
 class ControlLoop:
     """Drives `robot` with `policy` at `loop_cfg.rate_hz`; see the module docstring for the guarantees.
 
-    The policy is owned by an `InferenceWorker` thread created here; `query()` asks it questions
-    while control runs. Call `close()` (or use `with`) to stop the worker.
+    The policy is owned by the worker `loop_cfg.worker` picks (`make_worker`): an `InferenceWorker` thread,
+    or a `ProcessWorker` child process, which needs `policy` as a `PolicyRecipe`. `query()` asks it
+    questions while control runs. Call `close()` (or use `with`) to stop the worker.
     """
 
     def __init__(
         self,
         robot: Robot,
-        policy: Policy,
+        policy: Policy | PolicyRecipe,
         loop_cfg: LoopConfig | None = None,
         safety_cfg: SafetyConfig | None = None,
         recorder: EpisodeRecorder | None = None,
@@ -91,8 +106,7 @@ class ControlLoop:
         self.period = 1.0 / self.cfg.rate_hz
         self.safety = SafetyFilter(robot.action_spec, safety_cfg or SafetyConfig(), self.period,
                                    safe_action=getattr(robot, "safe_action", None))
-        self.worker = InferenceWorker(policy, max_pending_queries=self.cfg.max_pending_queries,
-                                      query_priority_after_s=self.cfg.query_priority_after_s).start()
+        self.worker = make_worker(policy, self.cfg)
         self._log = LogThrottle(log, self.cfg.log_repeat_s)
         self._latencies: list[float] | None = []  # control latencies until the chunk-length check ran (once)
         self.warnings: list[str] = []  # standing problems with the setup, repeated in every run's summary
@@ -103,7 +117,7 @@ class ControlLoop:
         self._schedule = threading.Condition()
         self._next_tick = (0, float("inf"))  # (index, scheduled time) of the tick being waited for
         self._ticks_done = -1
-        if self.cfg.pause_queries_near_tick:
+        if self.cfg.pause_queries_near_tick and isinstance(self.worker, InferenceWorker):  # a GIL matter only
             self.worker.pause_hook = self._pause_near_tick
 
     # ---- public API ------------------------------------------------------------------------------------
