@@ -8,6 +8,7 @@ prints the telemetry table. `--json FILE` writes the summary; its keys include `
 Examples:
     uio-robot bench-loop --rate 20 --ticks 600 --policy standin --compute-ms 30 --query-every 0.2
     uio-robot bench-loop --policy uio2 --query-every 0.2        # the shipped model on its MuJoCo task
+    uio-robot bench-loop --policy uio2 --worker process         # the model in a child process
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 
 from .config import LoopConfig, SafetyConfig
 from .loop import ControlLoop
+from .policy_recipe import PolicyRecipe
 from .telemetry import format_table, write_json
 
 
@@ -48,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="queries waiting beyond this are rejected at once (default %(default)s)")
     p.add_argument("--no-pause-queries", action="store_true",
                    help="let query decoding run through control ticks (to measure what the pause buys)")
+    p.add_argument("--worker", choices=("thread", "process"), default=LoopConfig.worker,
+                   help="where the policy runs (loop.worker): a thread beside the loop or a child process")
     p.add_argument("--json", default="", help="write the summary as JSON to this file")
     return p
 
@@ -78,21 +82,33 @@ def _robot(args):
     return _Endless(GymRobot.make(args.env, max_episode_steps=args.ticks + args.warmup + 10))
 
 
-def _policy(args, robot):
+def _recipe(args, robot) -> PolicyRecipe:
+    """The policy as a recipe: the loop builds it in its worker thread's process or in the child."""
     from uio_robot.policies import simple
 
-    period = 1.0 / args.rate
+    spec, period = robot.action_spec, 1.0 / args.rate
     if args.policy == "uio2":
         from uio_robot.policies.factory import build_policy
 
-        return build_policy("uio2", robot.action_spec, robot.state_spec, checkpoint=args.checkpoint,
-                            device=args.device, threads=args.threads)
+        return PolicyRecipe(build_policy, dict(kind="uio2", action_spec=spec, state_spec=robot.state_spec,
+                                               checkpoint=args.checkpoint, device=args.device, threads=args.threads))
     if args.policy == "standin":
-        return simple.StandInPolicy(robot.action_spec, args.horizon, period, args.compute_ms, args.step_ms,
-                                    args.query_steps)
-    if args.policy == "zero":
-        return simple.ZeroPolicy(robot.action_spec, args.horizon, period)
-    return simple.RandomPolicy(robot.action_spec, args.horizon, period)
+        return PolicyRecipe(simple.StandInPolicy, dict(
+            action_spec=spec, horizon=args.horizon, period=period, compute_ms=args.compute_ms,
+            step_ms=args.step_ms, query_steps=args.query_steps))
+    kind = simple.ZeroPolicy if args.policy == "zero" else simple.RandomPolicy
+    return PolicyRecipe(kind, dict(action_spec=spec, horizon=args.horizon, period=period))
+
+
+def _model_chunk(args) -> int:
+    """The uio2 checkpoint's chunk length, read from its metadata (the model itself may load elsewhere)."""
+    if args.policy != "uio2":
+        return 0
+    from uio_robot.policies.factory import resolve_checkpoint
+    from uio_robot.policies.uio2.checkpoint import read_metadata
+
+    meta = read_metadata(resolve_checkpoint(args.checkpoint)) or {}
+    return int(meta.get("action_format", {}).get("chunk", 0))
 
 
 def _query_stream(loop: ControlLoop, robot, every_s: float, stop: threading.Event) -> None:
@@ -115,16 +131,16 @@ def main(argv: list[str]) -> int:
               "--max-pending-queries >= 1", flush=True)
         return 2
     robot = _robot(args)
-    policy = _policy(args, robot)
     if not args.replan_every:
         # A chunk starts at its observation's time and arrives about a tick later: replan before it runs dry.
-        chunk = getattr(getattr(policy, "format", None), "chunk", 0)
+        chunk = _model_chunk(args)
         args.replan_every = max(1, chunk - 2) if chunk else 4
     cfg = LoopConfig(rate_hz=args.rate, replan_every=args.replan_every, temporal_ensemble=args.ensemble,
                      on_deadline=args.on_deadline, spin_s=args.spin_ms / 1e3,
                      pause_queries_near_tick=not args.no_pause_queries,
-                     gil_switch_interval_s=args.switch_interval_ms / 1e3, max_pending_queries=args.max_pending_queries)
-    loop = ControlLoop(robot, policy, cfg, SafetyConfig())
+                     gil_switch_interval_s=args.switch_interval_ms / 1e3, max_pending_queries=args.max_pending_queries,
+                     worker=args.worker)
+    loop = ControlLoop(robot, _recipe(args, robot), cfg, SafetyConfig())
     stop = threading.Event()
     streamer = None
     load_before = os.getloadavg()

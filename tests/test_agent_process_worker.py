@@ -4,6 +4,7 @@ Each test starts its own child (about 0.3-1 s on a loaded 2-core machine). Timin
 counts and order, not latencies.
 """
 
+import json
 import multiprocessing
 import os
 import signal
@@ -220,3 +221,15 @@ def test_tiny_uio2_policy_in_the_child_matches_the_same_policy_here(tmp_path):
     np.testing.assert_array_equal(result.chunk.actions, here.actions)  # same weights, same greedy decode
     assert result.chunk.actions.shape == (3, 5) and result.chunk.start_time == obs.timestamp
     assert isinstance(answer.text, str) and answer.steps >= 1
+
+
+def test_bench_loop_runs_the_policy_in_a_child_process(tmp_path, capsys):
+    from uio_robot.agent import cli
+
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench-loop", "--worker", "process", "--ticks", "30", "--warmup", "2", "--compute-ms", "5",
+                     "--query-every", "0.3", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["config"]["worker"] == "process" and s["ticks"] == 30
+    assert s["latency_ms"]["n"] >= 5 and s["queries"] >= 1
+    assert "tick jitter ms" in capsys.readouterr().out
