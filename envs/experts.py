@@ -223,6 +223,7 @@ class PushExpert(Expert):
 
 _EXPERTS = {
     "Reach": ReachExpert,
+    "ReachOne": ReachExpert,
     "Push": PushExpert,
     "PickPlace": PickPlaceExpert,
     "Stack": StackExpert,

@@ -113,6 +113,23 @@ class Reach(Task):
         return bool(np.linalg.norm(env.grip_pos() - self.goal(env)) < 0.03)
 
 
+class ReachOne(Reach):
+    """Reach with a single object on the table: the simplest visual task (find the one object, go there).
+
+    Why: it is the first step of the grounding curriculum, and the default task of the shipped CPU model,
+    which does not yet tell three objects apart by their names (see policies/assets/default/README.md).
+    """
+
+    name = "ReachOne"
+
+    def sample(self, rng, pool):
+        shape = str(_pick(rng, list(SHAPES)))
+        slots = _sample_objects(rng, pool, [shape])
+        ep = Episode(dict(zip(slots, _distinct_colours(rng, 1))), "", target=slots[0])
+        ep.instruction = self.phrase(rng, obj=describe(ep, slots[0]))
+        return ep
+
+
 class Push(Task):
     """Push a cube or cylinder until its centre lies inside the white square (not lifted)."""
 
@@ -243,4 +260,4 @@ class PickByDescription(Task):
         return bool(lifted and others_down and env.touching_gripper(target.name))
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (Reach, Push, PickPlace, Stack, PickByDescription)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Reach, ReachOne, Push, PickPlace, Stack, PickByDescription)}
