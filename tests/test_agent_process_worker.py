@@ -8,6 +8,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -57,6 +59,15 @@ def reaped(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_loop_worker_value_is_checked_with_the_key_named():
@@ -190,6 +201,33 @@ def test_hung_child_is_reported_and_close_terminates_it():
     assert len(records) == 30 and len(hung) == 1
     assert all(r.source == "safe" for r in records[hung[0]:])
     assert took < 6 and reaped(pid) and loop.worker._process.exitcode == -signal.SIGTERM
+
+
+PARENT = """
+import time
+from uio_robot.agent.policy_recipe import PolicyRecipe
+from uio_robot.agent.process_worker import ProcessWorker
+from uio_robot.agent.sim_robot import PointRobot
+from uio_robot.policies.simple import StandInPolicy
+if __name__ == "__main__":
+    worker = ProcessWorker(PolicyRecipe(StandInPolicy, dict(action_spec=PointRobot().action_spec))).start()
+    print(worker.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_child_ends_when_its_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert not ended(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    end = time.monotonic() + 10
+    while not ended(child):
+        assert time.monotonic() < end, "the child outlived its killed parent"
+        time.sleep(0.05)
 
 
 def test_tiny_uio2_policy_in_the_child_matches_the_same_policy_here(tmp_path):
