@@ -42,7 +42,7 @@ import numpy as np
 
 from .policy_recipe import PolicyRecipe
 from .protocols import ActionChunk, Observation, Policy
-from .worker import ControlResult, QueryAnswer, QueryQueueFull, WorkerDied
+from .worker import ControlResult, QueryAnswer, WorkerDied, queue_full
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,7 @@ class ProcessWorker:
                 return future
             if len(self._waiting) >= self.max_pending_queries:
                 self.queries_rejected += 1
-                future.set_exception(QueryQueueFull(
-                    f"query queue is full: {len(self._waiting)} queries are waiting for the model "
-                    f"(loop.max_pending_queries={self.max_pending_queries}); ask again later"))
+                future.set_exception(queue_full(len(self._waiting), self.max_pending_queries))
                 return future
             self._qid += 1
             now = time.monotonic()

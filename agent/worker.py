@@ -47,6 +47,11 @@ class QueryQueueFull(RuntimeError):
     """A query arrived while `max_pending_queries` were already waiting; it was not queued."""
 
 
+def queue_full(waiting: int, limit: int) -> QueryQueueFull:
+    return QueryQueueFull(f"query queue is full: {waiting} queries are waiting for the model "
+                          f"(loop.max_pending_queries={limit}); ask again later")
+
+
 @dataclass
 class ControlResult:
     """The outcome of one control request: a chunk, or the error the policy raised."""
@@ -178,9 +183,7 @@ class InferenceWorker:
                 return future
             if len(self._queries) >= self.max_pending_queries:
                 self.queries_rejected += 1
-                future.set_exception(QueryQueueFull(
-                    f"query queue is full: {len(self._queries)} queries are waiting for the model "
-                    f"(loop.max_pending_queries={self.max_pending_queries}); ask again later"))
+                future.set_exception(queue_full(len(self._queries), self.max_pending_queries))
                 return future
             self._queries.append(_Query(dict(images), str(text), future, time.monotonic()))
             self._cond.notify_all()
