@@ -116,8 +116,8 @@ class Reach(Task):
 class ReachOne(Reach):
     """Reach with a single object on the table: the simplest visual task (find the one object, go there).
 
-    Why: it is the first step of the grounding curriculum, and the default task of the shipped CPU model,
-    which does not yet tell three objects apart by their names (see policies/assets/default/README.md).
+    Why: the first step of a grounding curriculum (find the one object before telling three apart by
+    their names); see policies/assets/default/README.md for how far CPU training got.
     """
 
     name = "ReachOne"
