@@ -243,7 +243,8 @@ def test_joint_trajectory_commands_and_the_empty_trajectory_as_stop(ros):
     names = ["arm_x", "arm_y", "arm_z", "wrist", "grip"]
     start("ros-agent", ["policy.kind=random", "ros.command_type=joint_trajectory",
                         f"ros.command_names=[{','.join(names)}]", "ros.command_map=[0,1,2,3,4]",
-                        "ros.robot_reset_service=", "ros.success_topic=", "ros.instruction=reach the ball", "--ros-args", "-p", "loop.rate_hz:=10.0"])
+                        "ros.robot_reset_service=", "ros.success_topic=", "ros.instruction=reach the ball",
+                        "--ros-args", "-p", "loop.rate_hz:=10.0"])
     robot = FakeRobot(peer)
     try:
         moving = peer.wait_for("command", 10, timeout=60)
