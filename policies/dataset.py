@@ -353,14 +353,14 @@ class ActionExamples(Dataset):
 
 
 class VQAExamples(Dataset):
-    """One example per question/answer pair of the scenes of one split; "where" pairs (the grounding
-    that control also needs) can be repeated `where_repeat` times to weigh them up."""
+    """One example per question/answer pair of the scenes of one split (of `kinds` only, if given);
+    "where" pairs (the grounding that control also needs) can be repeated `where_repeat` times."""
 
     def __init__(self, scenes: Sequence[Scene], tokenizer, fmt: ExampleFormat, split: str = "train",
-                 where_repeat: int = 1):
+                 where_repeat: int = 1, kinds: Sequence[str] = ()):
         self.scenes, self.tokenizer, self.fmt = list(scenes), tokenizer, fmt
         self.items = [(i, j) for i, s in enumerate(self.scenes) if vqa_split(s.seed) == split
-                      for j, pair in enumerate(s.vqa)
+                      for j, pair in enumerate(s.vqa) if not kinds or pair["kind"] in kinds
                       for _ in range(where_repeat if pair["kind"] == "where" else 1)]
 
     def __len__(self) -> int:

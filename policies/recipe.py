@@ -45,6 +45,7 @@ class DataRecipe:
     state_dims: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # grip xyz, yaw, opening
     vqa_fraction: float = 0.35
     where_repeat: int = 3  # "where" questions count this many times in the VQA mix
+    vqa_kinds: list[str] = field(default_factory=list)  # train on these VQA kinds only ([] = all), e.g. [where]
     stats_mode: str = "quantile"
     val_episodes: int = 10  # the last episodes (by seed) held out for the validation loss
 
@@ -74,6 +75,9 @@ class Recipe:
     model: ModelRecipe = field(default_factory=ModelRecipe)
     data: DataRecipe = field(default_factory=DataRecipe)
     train: OptimRecipe = field(default_factory=OptimRecipe)
+
+
+VQA_KINDS = ("colour", "shape", "count", "exists", "left_right", "front_behind", "where")  # envs/vqa.py's kinds
 
 
 class RecipeError(ValueError):
@@ -109,6 +113,7 @@ def validate(r: Recipe) -> None:
         (r.data.history >= 0 and r.data.history_stride >= 1, "data.history", "needs history >= 0, stride >= 1"),
         (0.0 <= r.data.vqa_fraction < 1.0, "data.vqa_fraction", "must be in [0, 1)"),
         (r.data.where_repeat >= 1, "data.where_repeat", "must be >= 1"),
+        (set(r.data.vqa_kinds) <= set(VQA_KINDS), "data.vqa_kinds", f"must be among {VQA_KINDS}"),
         (r.data.stats_mode in ("quantile", "minmax"), "data.stats_mode", "must be quantile or minmax"),
         (r.train.steps >= 1 and r.train.batch_size >= 1, "train.steps", "steps and batch_size must be >= 1"),
         (r.train.lr > 0 and 0 <= r.train.min_lr_ratio <= 1, "train.lr", "lr > 0, min_lr_ratio in [0, 1]"),

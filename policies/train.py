@@ -374,11 +374,12 @@ def train(r: Recipe) -> Path:
     fmt = example_format(r, codec, model)
     loss_fn = TokenLoss(tokenizer, model.config.t5_config.vocab_size, r.train.location_sigma, dist.device)
     mixed = MixedExamples(ActionExamples(train_eps, tokenizer, fmt),
-                          VQAExamples(data.scenes, tokenizer, fmt, where_repeat=r.data.where_repeat),
+                          VQAExamples(data.scenes, tokenizer, fmt, where_repeat=r.data.where_repeat,
+                                      kinds=r.data.vqa_kinds),
                           r.data.vqa_fraction)
     val_actions = ActionExamples(val_eps, tokenizer, fmt)
     val_sets = [[val_actions[i] for i in _spread(len(val_actions), VAL_EXAMPLES)]]
-    val_vqa = VQAExamples(data.scenes, tokenizer, fmt, split="heldout")
+    val_vqa = VQAExamples(data.scenes, tokenizer, fmt, split="heldout", kinds=r.data.vqa_kinds)
     val_sets.append([val_vqa[i] for i in _spread(len(val_vqa), VAL_EXAMPLES)])
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n.rsplit(".", 1)[-1]]

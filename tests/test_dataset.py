@@ -196,6 +196,9 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
     assert len(ids) == 3 and all(tokenizer.is_location(int(i)) for i in ids[:2])  # y, x location tokens
     weighted = VQAExamples(data.scenes, tokenizer, fmt, split="train", where_repeat=3)
     assert len(weighted) == len(train_vqa) + 2 * len(where)
+    only_where = VQAExamples(data.scenes, tokenizer, fmt, split="train", kinds=["where"])
+    assert len(only_where) == len(where)
+    assert {only_where.pair(i)[1]["kind"] for i in range(len(only_where))} == {"where"}
     actions = ActionExamples(data.episodes, tokenizer, fmt)
     mixed = MixedExamples(actions, train_vqa, vqa_fraction=0.25)
     assert len(mixed) == len(actions) + round(len(actions) / 3)

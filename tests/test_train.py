@@ -106,6 +106,8 @@ def test_bad_recipes_are_named(demos, tmp_path):
         load_recipe(["data.chunk=0"])
     with pytest.raises(RecipeError, match="key=value"):
         load_recipe(["train.steps"])
+    with pytest.raises(RecipeError, match="data.vqa_kinds"):
+        load_recipe(["data.vqa_kinds=[wher]"])
     assert train_mod.main([f"data.dir={tmp_path / 'none'}", f"out_dir={tmp_path / 'o'}"]) == 2
 
 
