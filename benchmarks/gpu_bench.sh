@@ -5,7 +5,7 @@
 # killed and recorded as missing, and the script goes on. The plain path is slow (the reference port's
 # ~500 ms action step at L size), so it gets fewer iterations; plain XL and plain batch 8 of XL / XXL
 # are left out to stay within the bound.
-# Usage: OUT=/some/dir bash benchmarks/gpu_bench.sh
+# Usage: OUT=/some/dir bash benchmarks/gpu_bench.sh    (ONLY="tiny_fast_b1 large_fast_b1" runs just those)
 set -u
 OUT="${OUT:-gpu_results}"
 PY="${PY:-python}"
@@ -20,6 +20,7 @@ LOG="$OUT/gpu_bench.log"
 run() {  # run NAME SECONDS ARGS...
   local name="$1" limit="$2"
   shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local start=$SECONDS
   if timeout --kill-after=10 "$limit" "$PY" -m uio_robot.agent.cli bench --device cuda "$@" \
       --json "$OUT/$name.json" >> "$LOG" 2>&1; then

@@ -387,7 +387,7 @@ class MixedExamples(Dataset):
     """Action examples plus VQA examples making up `vqa_fraction` of every epoch.
 
     The VQA slots walk through all pairs across epochs (`set_epoch`), so a large VQA set is seen in
-    full over several epochs without growing an epoch. A plain index space keeps it usable with
+    full over several epochs without growing an epoch; a small one repeats, so the fraction holds. A plain index space keeps it usable with
     `DistributedSampler`.
     """
 
@@ -398,10 +398,10 @@ class MixedExamples(Dataset):
         n_act, n_vqa = len(actions), len(vqa)
         if n_act == 0 and n_vqa == 0:
             raise DatasetError("no training examples: no episodes and no VQA pairs")
-        if n_act == 0:
+        if n_act == 0 or n_vqa == 0:
             self.vqa_slots = n_vqa
-        else:
-            self.vqa_slots = min(n_vqa, int(round(n_act * vqa_fraction / (1.0 - vqa_fraction)))) if n_vqa else 0
+        else:  # pairs repeat within an epoch when they are fewer than the fraction asks for
+            self.vqa_slots = int(round(n_act * vqa_fraction / (1.0 - vqa_fraction)))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -67,6 +67,8 @@ class OptimRecipe:
     resume: bool = True
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest on a busy 2-core machine
     device: str = "auto"
+    workers: int = 0  # data-loader processes building batches (0 = in the training process); use >0 on a GPU
+    max_minutes: float = 0.0  # stop and save after this long in this process (a resume starts afresh; 0 = no limit)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def validate(r: Recipe) -> None:
         (r.train.lr > 0 and 0 <= r.train.min_lr_ratio <= 1, "train.lr", "lr > 0, min_lr_ratio in [0, 1]"),
         (r.train.warmup >= 0 and r.train.grad_clip > 0, "train.warmup", "warmup >= 0, grad_clip > 0"),
         (r.train.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
+        (r.train.workers >= 0 and r.train.max_minutes >= 0, "train.workers", "workers and max_minutes must be >= 0"),
         (min(r.train.log_every, r.train.eval_every, r.train.save_every) >= 1, "train.save_every",
          "log/eval/save intervals must be >= 1"),
         (r.model.image_size % 16 == 0 and r.model.history_size % 16 == 0, "model.image_size",

@@ -73,6 +73,14 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (ranks must agree on when to stop)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
 
 def setup_dist(device_name: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -98,6 +106,22 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[in
     perm = np.random.default_rng([seed, epoch]).permutation(n).tolist()
     perm += perm[: (-len(perm)) % world]
     return perm[rank::world]
+
+
+def _collate(examples: list[dict]) -> dict[str, np.ndarray]:
+    return build_batch(examples)
+
+
+def epoch_batches(dataset, order: list[int], position: int, r: Recipe, dist: Dist):
+    """The rest of an epoch's full batches from `position` on, built in the training process or, with
+    train.workers > 0, by a DataLoader's worker processes (on a GPU, building examples on one core is
+    slower than the training step)."""
+    size = r.train.batch_size
+    batches = [order[i:i + size] for i in range(position, len(order) - size + 1, size)]
+    if r.train.workers == 0:
+        return (build_batch([dataset[i] for i in idx]) for idx in batches)
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=_collate,
+                                            num_workers=r.train.workers, prefetch_factor=4))
 
 
 def lr_at(step: int, r: Recipe) -> float:
@@ -412,7 +436,7 @@ def train(r: Recipe) -> Path:
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=True)
 
-    def save(final: bool = False) -> None:
+    def save() -> None:
         if not dist.main:
             return
         save_checkpoint(model, out_dir / CHECKPOINT_DIR, tokenizer=tok_path,
@@ -421,14 +445,14 @@ def train(r: Recipe) -> Path:
         plot_curves(out_dir / PNG_FILE, rows)
         save_state(state_path, model, optimizer, step, epoch, position)  # last: a resume rereads the rest
 
-    start, window = time.time(), []
+    start, window, stop = time.time(), [], False
     bar = tqdm(total=r.train.steps, initial=step, desc="train", disable=not dist.main, unit="step")
     while step < r.train.steps:
         mixed.set_epoch(epoch)
         order = epoch_order(len(mixed), r.train.seed, epoch, dist.rank, dist.world)
-        while position + r.train.batch_size <= len(order) and step < r.train.steps:
-            idx = order[position:position + r.train.batch_size]
-            batch_np = build_batch([mixed[i] for i in idx])
+        for batch_np in epoch_batches(mixed, order, position, r, dist):
+            if step >= r.train.steps:
+                break
             is_action = torch.from_numpy(batch_np["meta/is_action"][:, 0] > 0)
             batch = to_batch(batch_np, dist.device)
             for group in optimizer.param_groups:
@@ -453,6 +477,17 @@ def train(r: Recipe) -> Path:
                 window = []
             if step % r.train.save_every == 0 or step == r.train.steps:
                 save()
+            stop = r.train.max_minutes > 0 and step % r.train.log_every == 0 and dist.any(
+                time.time() - start > r.train.max_minutes * 60)
+            if stop:
+                break
+        if stop:
+            if dist.main:  # the stop falls on a logged step: give its row the validation figures
+                rows[-1].update({k: f"{v:.5f}" for k, v in validate(model, loss_fn, val_sets, dist.device).items()
+                                 if k in CSV_FIELDS})
+                print(f"train: train.max_minutes={r.train.max_minutes:g} reached at step {step}; saved")
+            save()
+            break
         if step < r.train.steps:
             epoch, position = epoch + 1, 0
     bar.close()

@@ -207,3 +207,5 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
     first = mixed[len(actions)]["targets/text/targets"]
     mixed.set_epoch(1)  # the next epoch's VQA slots move on to other pairs
     assert not np.array_equal(first, mixed[len(actions)]["targets/text/targets"])
+    scarce = MixedExamples(actions, only_where, vqa_fraction=0.9)  # fewer pairs than 90% asks for: they repeat
+    assert len(only_where) < 9 * len(actions) and len(scarce) == len(actions) * 10

@@ -164,3 +164,22 @@ def test_location_tokens_start_with_smooth_embeddings(tmp_path):
     assert cos(rows[0], rows[1], dim=0) > 0.9 > 0.5 > cos(rows[0], rows[2], dim=0)
     word = model.text_token_embedder.weight[tok.encode("red")[0]]
     assert abs(float(rows[0].norm() / word.norm()) - 1) < 0.3  # same scale as the other tokens
+
+
+def test_data_loader_workers_give_the_same_run(demos, tmp_path):
+    inline = train_mod.train(_recipe(demos, tmp_path / "w0", "train.steps=6", "train.save_every=6"))
+    workers = train_mod.train(_recipe(demos, tmp_path / "w2", "train.steps=6", "train.save_every=6",
+                                      "train.workers=2"))
+    a, b = load_file(inline / "model.safetensors"), load_file(workers / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_max_minutes_stops_and_saves_with_validation(demos, tmp_path):
+    out = tmp_path / "timed"
+    train_mod.train(_recipe(demos, out, "train.steps=100000", "train.log_every=2", "train.max_minutes=1e-6"))
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert state["step"] == 2  # the first logged step after the (tiny) budget
+    rows = _rows(out)
+    assert rows[-1]["step"] == "2" and rows[-1]["val_action_loss"] not in ("", None)
+    assert read_metadata(out / "checkpoint")["train"]["step"] == 2
