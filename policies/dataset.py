@@ -387,8 +387,8 @@ class MixedExamples(Dataset):
     """Action examples plus VQA examples making up `vqa_fraction` of every epoch.
 
     The VQA slots walk through all pairs across epochs (`set_epoch`), so a large VQA set is seen in
-    full over several epochs without growing an epoch; a small one repeats, so the fraction holds. A plain index space keeps it usable with
-    `DistributedSampler`.
+    full over several epochs without growing an epoch; a small one repeats, so the fraction holds.
+    A plain index space keeps it usable with `DistributedSampler`.
     """
 
     def __init__(self, actions: Dataset, vqa: Dataset, vqa_fraction: float):
