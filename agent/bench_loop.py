@@ -17,9 +17,9 @@ import argparse
 import os
 import threading
 
-from .config import LoopConfig, SafetyConfig
+from .config import AppConfig, LoopConfig, PolicyConfig, SafetyConfig
 from .loop import ControlLoop
-from .policy_recipe import PolicyRecipe
+from .policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
 from .telemetry import format_table, write_json
 
 
@@ -82,16 +82,18 @@ def _robot(args):
     return _Endless(GymRobot.make(args.env, max_episode_steps=args.ticks + args.warmup + 10))
 
 
-def _recipe(args, robot) -> PolicyRecipe:
+def _model_config(args) -> PolicyConfig:
+    return PolicyConfig(kind="uio2", checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+
+
+def _recipe(args, robot, loop_cfg: LoopConfig) -> PolicyRecipe:
     """The policy as a recipe: the loop builds it in its worker thread's process or in the child."""
     from uio_robot.policies import simple
 
     spec, period = robot.action_spec, 1.0 / args.rate
     if args.policy == "uio2":
-        from uio_robot.policies.factory import build_policy
-
-        return PolicyRecipe(build_policy, dict(kind="uio2", action_spec=spec, state_spec=robot.state_spec,
-                                               checkpoint=args.checkpoint, device=args.device, threads=args.threads))
+        app = AppConfig(loop=loop_cfg, policy=_model_config(args))
+        return policy_recipe_from_config(app, spec, robot.state_spec)
     if args.policy == "standin":
         return PolicyRecipe(simple.StandInPolicy, dict(
             action_spec=spec, horizon=args.horizon, period=period, compute_ms=args.compute_ms,
@@ -102,13 +104,7 @@ def _recipe(args, robot) -> PolicyRecipe:
 
 def _model_chunk(args) -> int:
     """The uio2 checkpoint's chunk length, read from its metadata (the model itself may load elsewhere)."""
-    if args.policy != "uio2":
-        return 0
-    from uio_robot.policies.factory import resolve_checkpoint
-    from uio_robot.policies.uio2.checkpoint import read_metadata
-
-    meta = read_metadata(resolve_checkpoint(args.checkpoint)) or {}
-    return int(meta.get("action_format", {}).get("chunk", 0))
+    return (describe_policy(_model_config(args)).chunk or 0) if args.policy == "uio2" else 0
 
 
 def _query_stream(loop: ControlLoop, robot, every_s: float, stop: threading.Event) -> None:
@@ -140,7 +136,7 @@ def main(argv: list[str]) -> int:
                      pause_queries_near_tick=not args.no_pause_queries,
                      gil_switch_interval_s=args.switch_interval_ms / 1e3, max_pending_queries=args.max_pending_queries,
                      worker=args.worker)
-    loop = ControlLoop(robot, _recipe(args, robot), cfg, SafetyConfig())
+    loop = ControlLoop(robot, _recipe(args, robot, cfg), cfg, SafetyConfig())
     stop = threading.Event()
     streamer = None
     load_before = os.getloadavg()

@@ -1,16 +1,18 @@
 """`uio-robot rollout`: one simulated episode through the real runtime, a video, and one question.
 
     uio-robot rollout [env.task=uio_robot/Reach-v0] [env.seed=0] [policy.kind=uio2]
-                      [policy.checkpoint=DIR] [loop.rate_hz=20] [out_dir=outputs] ...
+                      [policy.checkpoint=DIR] [loop.rate_hz=20] [loop.worker=thread|process]
+                      [out_dir=outputs] ...
 
 The episode runs exactly as on a robot: the MuJoCo env behind `GymRobot`, the fixed-rate `ControlLoop`,
-the inference worker and the safety filter. The policy is the shipped default model unless
+the inference worker (a thread, or with `loop.worker=process` a child process that builds the policy)
+and the safety filter. The policy is the shipped default model unless
 `policy.checkpoint` (or `policy.kind`) says otherwise. Afterwards the same loaded model is asked a
 question about the final scene through the runtime's query path (what a user would do beside control).
 
 Writes `<out_dir>/<Task>_seed<seed>.mp4` (the front camera at the control rate) and
 `<out_dir>/<Task>_seed<seed>.json`: {"task", "env_id", "seed", "instruction", "success", "steps",
-"policy", "checkpoint", "question", "answer", "expected_answer", "query_latency_ms",
+"policy", "checkpoint", "worker", "question", "answer", "expected_answer", "query_latency_ms",
 "telemetry": <loop summary>, "video", "wall_time_s"}.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 from .config import AppConfig, load_config
 from .gym_robot import GymRobot
 from .loop import ControlLoop
+from .policy_recipe import describe_policy, policy_recipe_from_config
 from .telemetry import TickRecord, format_table, write_json
 from .video import write_mp4
 
@@ -37,22 +40,10 @@ def task_name(env_id: str) -> str:
     return env_id.split("/")[-1].rsplit("-v", 1)[0]
 
 
-def make_policy(cfg: AppConfig, robot: GymRobot):
-    """The configured policy. Simple policies get chunks 2 steps longer than the replanning interval: a
-    chunk starts at its observation's time (about a tick before the request) and arrives a tick later."""
-    from uio_robot.policies.factory import build_policy
-
-    period = 1.0 / cfg.loop.rate_hz
-    return build_policy(cfg.policy.kind, robot.action_spec, robot.state_spec, checkpoint=cfg.policy.checkpoint,
-                        device=cfg.policy.device, dtype=cfg.policy.dtype, threads=cfg.policy.threads, period=period,
-                        horizon=cfg.loop.replan_every + 2, seed=cfg.env.seed)
-
-
-def fit_replanning(cfg: AppConfig, policy) -> None:
-    """A model with a fixed chunk length H must replan at most every H - 2 ticks, for the same reason as
-    above; otherwise each chunk runs out before the next arrives and the robot idles. Adjusts
-    `cfg.loop.replan_every` with a note when needed."""
-    chunk = getattr(getattr(policy, "format", None), "chunk", None)
+def fit_replanning(cfg: AppConfig, chunk: int | None) -> None:
+    """A model with a fixed chunk length H must replan at most every H - 2 ticks: a chunk starts at its
+    observation's time (about a tick before the request) and arrives a tick later; otherwise each chunk
+    runs out before the next arrives and the robot idles. Adjusts `cfg.loop.replan_every` with a note."""
     if chunk is not None and cfg.loop.replan_every > max(1, chunk - 2):
         print(f"note: loop.replan_every={cfg.loop.replan_every} would outrun the model's {chunk}-step chunks; "
               f"using {max(1, chunk - 2)}")
@@ -79,23 +70,23 @@ def run(cfg: AppConfig) -> dict:
     started = time.monotonic()
     env_id, seed, task = cfg.env.task, cfg.env.seed, task_name(cfg.env.task)
     camera = "image"
+    model = describe_policy(cfg.policy)
     robot = GymRobot.make(env_id, image_size=cfg.env.image_size)
     try:
-        policy = make_policy(cfg, robot)
-        fit_replanning(cfg, policy)
-        model_period = getattr(policy, "period", None)
-        if model_period is not None and abs(model_period - 1.0 / cfg.loop.rate_hz) > 1e-6:
-            print(f"warning: the model was trained at {1 / model_period:g} Hz, the loop runs at "
+        fit_replanning(cfg, model.chunk)
+        if model.period is not None and abs(model.period - 1.0 / cfg.loop.rate_hz) > 1e-6:
+            print(f"warning: the model was trained at {1 / model.period:g} Hz, the loop runs at "
                   f"{cfg.loop.rate_hz:g} Hz; its per-step actions will be applied at the wrong pace")
         obs = robot.reset(seed=seed)
-        policy.act(obs)  # warm-up: one-time costs (allocations, caches) stay out of the timed episode
-        policy.reset()
+        # Built by the worker loop.worker picks (here, or in its own process), warmed up on this first
+        # observation there, so one-time costs stay out of the timed episode.
+        recipe = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).warmed(obs)
         frames: list[np.ndarray] = [obs.images[camera]]
 
         def grab(_: TickRecord) -> None:
             frames.append(robot.observe().images[camera])
 
-        loop = ControlLoop(robot, policy, cfg.loop, cfg.safety, on_tick=grab)
+        loop = ControlLoop(robot, recipe, cfg.loop, cfg.safety, on_tick=grab)
         try:
             summary = loop.run(max_ticks=cfg.loop.max_ticks or cfg.env.max_steps, seed=seed)
             success = robot.is_success()
@@ -111,10 +102,10 @@ def run(cfg: AppConfig) -> dict:
         robot.close()
     out = Path(cfg.out_dir)
     video = write_mp4(frames, out / f"{task}_seed{seed}.mp4", fps=cfg.loop.rate_hz)
-    checkpoint = str(getattr(policy, "directory", "")) or None
     result = {
         "task": task, "env_id": env_id, "seed": seed, "instruction": instruction, "success": bool(success),
-        "steps": summary["ticks"], "policy": cfg.policy.kind, "checkpoint": checkpoint,
+        "steps": summary["ticks"], "policy": cfg.policy.kind,
+        "checkpoint": str(model.directory) if model.directory else None, "worker": cfg.loop.worker,
         "question": qa["question"] if qa else None, "answer": answer,
         "expected_answer": qa["answer"] if qa else None, "query_latency_ms": query_ms,
         "telemetry": summary, "video": str(video),
@@ -131,7 +122,8 @@ def main(argv: list[str]) -> int:
     cfg = load_config(argv)
     result = run(cfg)
     print(f"task         {result['task']} (seed {result['seed']}): {result['instruction']}")
-    print(f"policy       {result['policy']} {result['checkpoint'] or ''}".rstrip())
+    print(f"policy       {result['policy']} {result['checkpoint'] or ''}".rstrip()
+          + f" ({result['worker']} worker)")
     print(f"outcome      {'SUCCESS' if result['success'] else 'FAILURE'} after {result['steps']} steps")
     print(format_table(result["telemetry"]))
     if result["question"]:

@@ -35,8 +35,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import SingleThreadedExecutor
@@ -45,8 +45,10 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from uio_robot.agent.config import AppConfig, ConfigError, load_config
+from uio_robot.agent.config import AppConfig, ConfigError, RosConfig, load_config
 from uio_robot.agent.loop import ControlLoop
+from uio_robot.agent.policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
+from uio_robot.agent.protocols import ArraySpec, Observation, Policy
 from uio_robot.agent.telemetry import Telemetry
 
 from .bag import BagRecorder
@@ -170,13 +172,22 @@ class AgentNode:
     def run(self) -> int:
         cfg = self.cfg.ros
         self.node.get_logger().info("waiting for the robot's topics")
-        self.policy.act(self.robot.wait_for_observation(cfg.wait_for_data_s))  # warm-up, outside the timing
+        first = self.robot.wait_for_observation(cfg.wait_for_data_s)
+        # A built policy (thread worker) is ours to warm up and reset. A recipe was warmed up where the
+        # process worker built it, and that worker has no reset request yet: its policy keeps its episode
+        # state (frame history, replay position) from one episode to the next.
+        policy = None if isinstance(self.policy, PolicyRecipe) else self.policy
+        if policy is not None:
+            policy.act(first)  # warm-up, outside the timing
+        elif cfg.episodes != 1:
+            self.node.get_logger().warning("loop.worker=process: the policy is not reset between episodes")
         while not self.shutdown.is_set() and (cfg.episodes == 0 or self.episode_index < cfg.episodes):
             bag = None
             if cfg.bag_dir:
                 bag = BagRecorder(Path(cfg.bag_dir) / f"episode_{self.episode_index:06d}")
                 self.robot.recorder = lambda topic, msg, bag=bag: bag.write(topic, msg, time.time_ns())
-            self.policy.reset()
+            if policy is not None:
+                policy.reset()
             try:
                 summary = self.loop.run(seed=self.cfg.env.seed + self.episode_index)
             except BaseException:
@@ -199,13 +210,25 @@ class AgentNode:
         self.loop.request_stop()
 
 
-def build_policy_for(cfg: AppConfig, robot) -> object:
-    """The configured policy (the shipped default model unless policy.* says otherwise)."""
-    from uio_robot.agent.rollout import fit_replanning, make_policy
+def build_policy_for(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec) -> Policy | PolicyRecipe:
+    """The configured policy (the shipped default model unless policy.* says otherwise), as the loop's
+    worker needs it: built here for `loop.worker=thread`; for `process` the recipe, which the child
+    builds and warms up on a blank observation (no topic has arrived yet when it starts)."""
+    from uio_robot.agent.rollout import fit_replanning
 
-    policy = make_policy(cfg, robot)
-    fit_replanning(cfg, policy)
-    return policy
+    recipe = policy_recipe_from_config(cfg, action_spec, state_spec)
+    fit_replanning(cfg, describe_policy(cfg.policy).chunk)
+    if cfg.loop.worker == "process":
+        return recipe.warmed(blank_observation(cfg.ros, state_spec))
+    return recipe.build()
+
+
+def blank_observation(ros: RosConfig, state_spec: ArraySpec) -> Observation:
+    """Grey frames from every configured camera (at the expected size, else 64x64), a zero state and the
+    default instruction: enough for a policy's first call, which is what a warm-up needs."""
+    size = (ros.image_height or 64, ros.image_width or 64, 3)
+    return Observation({name: np.full(size, 128, np.uint8) for name in ros.cameras},
+                       np.zeros(state_spec.dim, np.float32), ros.instruction or "warm up", 0.0)
 
 
 def main(argv: list[str]) -> int:
@@ -234,7 +257,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = declare_config(node, cfg)
         action_spec, state_spec = RosRobot.specs(cfg.ros)
-        policy = build_policy_for(cfg, SimpleNamespace(action_spec=action_spec, state_spec=state_spec))
+        policy = build_policy_for(cfg, action_spec, state_spec)
         agent = AgentNode(node, cfg, policy)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: agent.stop())
