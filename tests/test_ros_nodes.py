@@ -263,3 +263,29 @@ def test_joint_trajectory_commands_and_the_empty_trajectory_as_stop(ros):
 
 def test_state_names_cover_the_sim_state():
     assert tuple(EE + JOINTS) == STATE_NAMES
+
+
+def test_agent_with_the_process_worker_plays_two_episodes_and_answers(ros, tmp_path):
+    """`loop.worker=process`: the node hands the loop a recipe, the model is built in a spawned child,
+    and the episodes and a query run through it."""
+    from tiny_policy import make_tiny_checkpoint
+
+    env, start, peer = ros
+    for topic, kind in (("episode", String), ("answer", String), ("command", Float64MultiArray)):
+        peer.listen(kind, topic)
+    start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.image_size=64", "env.seed=3"])
+    agent = start("ros-agent", [f"policy.checkpoint={make_tiny_checkpoint(tmp_path / 'tiny', chunk=6)}",
+                                "policy.threads=1", "loop.worker=process", "loop.max_ticks=40", "ros.episodes=2",
+                                "ros.stop_on_success=false", "ros.wait_for_data_s=60"])
+    peer.wait_for("command", 5, timeout=90)
+    question = {"id": "p", "question": "what colour is the ball?"}
+    peer.node.create_publisher(String, "query", 10).publish(String(data=json.dumps(question)))
+    reply = json.loads(peer.wait_for("answer", 1, timeout=30)[0].data)
+    assert reply["id"] == "p" and reply["error"] is None and reply["answer"], reply
+    episodes = [json.loads(m.data) for m in peer.wait_for("episode", 2, timeout=60)]
+    assert [e["episode"] for e in episodes] == [0, 1]
+    for e in episodes:
+        assert e["telemetry"]["sources"].get("chunk", 0) > e["telemetry"]["ticks"] * 0.5, e["telemetry"]
+        assert "worker_dead" not in e["telemetry"]["faults"], e["telemetry"]
+    assert agent.wait(timeout=20) == 0, agent.log()
+    assert "not reset between episodes" in agent.log()
