@@ -365,7 +365,7 @@ def evaluate(cfg: AppConfig, policy=None) -> dict:
         action_spec, state_spec = tabletop_specs()
         policy = build_policy(cfg.policy.kind, action_spec, state_spec, checkpoint=cfg.policy.checkpoint,
                               device=cfg.policy.device, dtype=cfg.policy.dtype, threads=cfg.policy.threads, period=0.05,
-                              horizon=cfg.loop.replan_every, seed=cfg.eval.seed)
+                              horizon=cfg.loop.replan_every, seed=cfg.eval.seed, fast=cfg.policy.fast)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))

@@ -138,6 +138,11 @@ class ControlLoop:
     def reset_estop(self) -> None:
         self.safety.estop.reset()
 
+    def reset_policy(self) -> None:
+        """A new episode for the policy (frame history, replay position): done by the worker, thread or
+        process, before the next control request."""
+        self.worker.reset_policy()
+
     def close(self) -> None:
         self.worker.stop()
 

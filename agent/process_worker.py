@@ -96,6 +96,7 @@ class ProcessWorker:
         self._seq = self._qid = 0
         self._control: tuple | None = None  # the newest control request not sent yet
         self._outbox: deque[tuple] = deque()  # query messages not sent yet
+        self._reset_due = False  # a policy reset to send before the next control request
         self._waiting: dict[int, _PendingQuery] = {}  # submitted, not started by the child
         self._running: dict[int, _PendingQuery] = {}
         self._result: ControlResult | None = None
@@ -183,6 +184,13 @@ class ProcessWorker:
             self._cond.notify_all()
             return self._seq
 
+    def reset_policy(self) -> None:
+        """Reset the policy (a new episode) in the child before it serves the next control request; the
+        reset message goes out ahead of any control request submitted after this call."""
+        with self._cond:
+            self._reset_due = True
+            self._cond.notify_all()
+
     def take_control_result(self) -> ControlResult | None:
         """The newest finished control result not taken yet (non-blocking)."""
         with self._cond:
@@ -216,10 +224,12 @@ class ProcessWorker:
     def _send_loop(self) -> None:
         while True:
             with self._cond:
-                while self._control is None and not self._outbox and not self._stopping:
+                while self._control is None and not self._outbox and not self._stopping and not self._reset_due:
                     self._cond.wait()
                 if self._stopping:
                     message = ("stop",)
+                elif self._reset_due:
+                    message, self._reset_due = ("reset",), False
                 elif self._control is not None:
                     message, self._control = self._control, None
                 else:
@@ -321,6 +331,7 @@ class _ChildServer:
         self.control: _ChildControl | None = None
         self.queries: deque[_ChildQuery] = deque()
         self.stopping = False
+        self.reset_due = False  # reset the policy before serving the next control request
         self.superseded = 0  # since the last result message
 
     def serve(self) -> None:
@@ -363,6 +374,8 @@ class _ChildServer:
             self.queries.append(_ChildQuery(*message[1:]))
         elif kind == "stop":
             self.stopping = True
+        elif kind == "reset":
+            self.reset_due = True
 
     def _query_overdue(self) -> bool:
         wait = self.query_priority_after_s
@@ -379,6 +392,9 @@ class _ChildServer:
         started = time.monotonic()
         chunk, error = None, None
         try:
+            if self.reset_due:
+                self.reset_due = False
+                self.policy.reset()
             chunk = self.policy.act(req.obs)
             if not isinstance(chunk, ActionChunk):
                 raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")

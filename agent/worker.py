@@ -105,6 +105,7 @@ class InferenceWorker:
         self.queries_rejected = 0  # queries refused because the queue was full
         self._cond = threading.Condition()
         self._control: _Control | None = None
+        self._reset_due = False  # reset the policy before serving the next control request
         self._queries: deque[_Query] = deque()
         self._result: ControlResult | None = None
         self._stopping = False
@@ -162,6 +163,12 @@ class InferenceWorker:
             self._control = _Control(self._seq, obs, time.monotonic())
             self._cond.notify_all()
             return self._seq
+
+    def reset_policy(self) -> None:
+        """Reset the policy (a new episode) in the worker thread, just before it serves the next control
+        request, so a reset never runs beside the policy's own `act`."""
+        with self._cond:
+            self._reset_due = True
 
     def take_control_result(self) -> ControlResult | None:
         """The newest finished control result not taken yet (non-blocking)."""
@@ -234,6 +241,9 @@ class InferenceWorker:
         started = time.monotonic()
         chunk, error = None, None
         try:
+            if self._reset_due:
+                self._reset_due = False
+                self.policy.reset()
             chunk = self.policy.act(req.obs)
             if not isinstance(chunk, ActionChunk):
                 raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")

@@ -15,6 +15,7 @@ from tiny_policy import make_tiny_checkpoint
 
 from uio_robot.agent import rollout
 from uio_robot.agent.config import load_config
+from uio_robot.agent.loop import make_worker
 from uio_robot.agent.policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
 from uio_robot.agent.process_worker import ProcessWorker
 from uio_robot.bridges.ros.agent_node import blank_observation, build_policy_for
@@ -40,7 +41,7 @@ def test_rollout_with_the_process_worker_runs_and_answers(tiny, tmp_path, capsys
     torch.set_num_threads(2)  # the child sets its own (policy.threads=1); this process must keep 2
     out = tmp_path / "out"
     rc = rollout.main(["env.task=uio_robot/Reach-v0", "env.seed=3", f"policy.checkpoint={tiny}", "policy.device=cpu",
-                       "policy.threads=1", "env.max_steps=12", "env.image_size=64", "loop.worker=process",
+                       "policy.threads=1", "env.max_steps=60", "env.image_size=64", "loop.worker=process",
                        f"out_dir={out}"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
@@ -48,7 +49,7 @@ def test_rollout_with_the_process_worker_runs_and_answers(tiny, tmp_path, capsys
     assert result["worker"] == "process" and "(process worker)" in printed
     assert result["policy"] == "uio2" and result["checkpoint"] == str(tiny)
     telemetry = result["telemetry"]
-    assert result["steps"] == telemetry["ticks"] and 1 <= result["steps"] <= 12
+    assert result["steps"] == telemetry["ticks"] and 1 <= result["steps"] <= 60
     assert telemetry["sources"].get("chunk", 0) > 0, telemetry  # the child's chunks drove the arm
     assert result["question"] and isinstance(result["answer"], str) and result["answer"], result
     assert result["query_latency_ms"] > 0
@@ -129,3 +130,33 @@ def test_blank_observation_fits_the_configured_cameras_and_state():
     obs = blank_observation(cfg.ros, state_spec).validate(state_spec.dim)
     assert set(obs.images) == set(cfg.ros.cameras) and obs.images["image"].shape == (48, 40, 3)
     assert obs.instruction == "reach the ball" and obs.state.shape == (state_spec.dim,)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_reset_policy_reaches_the_policy_in_either_worker(tmp_path, kind):
+    """A replayed recording follows the clock: 1 s after its first observation it is 20 rows in. After
+    `reset_policy()` the next request starts again at the first row, in the thread and in the child."""
+    recorded = np.linspace(-0.04, 0.04, 60 * 5, dtype=np.float32).reshape(60, 5)
+    np.save(tmp_path / "actions.npy", recorded)
+    cfg = load_config(["policy.kind=replay", f"policy.checkpoint={tmp_path / 'actions.npy'}", f"loop.worker={kind}",
+                       "loop.replan_every=2"])
+    action_spec, state_spec = RosRobot.specs(cfg.ros)
+    worker = make_worker(policy_recipe_from_config(cfg, action_spec, state_spec), cfg.loop)
+    try:
+        rows = []
+        for t, reset in ((1.0, False), (2.0, False), (3.0, True)):
+            if reset:
+                worker.reset_policy()
+            obs = blank_observation(cfg.ros, state_spec)
+            obs.timestamp = t
+            worker.submit_control(obs)
+            deadline = time.monotonic() + 60
+            while (result := worker.take_control_result()) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert result is not None and result.error is None, result
+            rows.append(result.chunk.actions)
+    finally:
+        worker.stop()
+    np.testing.assert_array_equal(rows[0], recorded[:4])
+    np.testing.assert_array_equal(rows[1], recorded[20:24])
+    np.testing.assert_array_equal(rows[2], recorded[:4])  # reset: a new episode starts at the first row

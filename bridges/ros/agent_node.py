@@ -173,21 +173,16 @@ class AgentNode:
         cfg = self.cfg.ros
         self.node.get_logger().info("waiting for the robot's topics")
         first = self.robot.wait_for_observation(cfg.wait_for_data_s)
-        # A built policy (thread worker) is ours to warm up and reset. A recipe was warmed up where the
-        # process worker built it, and that worker has no reset request yet: its policy keeps its episode
-        # state (frame history, replay position) from one episode to the next.
-        policy = None if isinstance(self.policy, PolicyRecipe) else self.policy
-        if policy is not None:
-            policy.act(first)  # warm-up, outside the timing
-        elif cfg.episodes != 1:
-            self.node.get_logger().warning("loop.worker=process: the policy is not reset between episodes")
+        # A built policy (thread worker) is ours to warm up; a recipe was warmed up where the process worker
+        # built it. Either worker resets the policy at each episode start (loop.reset_policy).
+        if not isinstance(self.policy, PolicyRecipe):
+            self.policy.act(first)  # warm-up, outside the timing
         while not self.shutdown.is_set() and (cfg.episodes == 0 or self.episode_index < cfg.episodes):
             bag = None
             if cfg.bag_dir:
                 bag = BagRecorder(Path(cfg.bag_dir) / f"episode_{self.episode_index:06d}")
                 self.robot.recorder = lambda topic, msg, bag=bag: bag.write(topic, msg, time.time_ns())
-            if policy is not None:
-                policy.reset()
+            self.loop.reset_policy()
             try:
                 summary = self.loop.run(seed=self.cfg.env.seed + self.episode_index)
             except BaseException:
