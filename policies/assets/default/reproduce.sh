@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default model: record the data, then train in stages (a curriculum).
+#
+#   bash policies/assets/default/reproduce.sh [DATA_DIR] [RUNS_DIR]
+#
+# Recording takes ~15 minutes on 2 CPU cores. Stages 1-4 ran on one H200 (about 11 minutes, with
+# three other runs sharing the card); on a 2-core CPU they would take many hours. Stage 5, a short
+# anneal, ran on the 2-core CPU in 15 minutes. Set DEVICE=cpu or cuda (default auto) and WORKERS
+# (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
+# counts below are where each stage ended.
+set -euo pipefail
+DATA=${1:-data/default}; RUNS=${2:-runs/default}
+DEVICE=${DEVICE:-auto}; WORKERS=${WORKERS:-6}
+ONE=$DATA/one; FULL=$DATA/full
+
+# 1-object grounding data: ReachOne demos (2000) + 1000 ReachOne scenes, and 2000 one-object Reach scenes
+for d in "$ONE" "$FULL"; do
+  uio-robot record --out "$d" --tasks ReachOne --episodes 2000 --vqa-scenes 1000 --vqa-tasks ReachOne
+  uio-robot record --out "$d" --tasks Reach --episodes 0 --seed 50000 --vqa-scenes 2000 --vqa-tasks Reach \
+    --vqa-max-objects 1
+done
+# the full mix adds 2000 Reach demos (3 objects) and 400 scenes of every task
+uio-robot record --out "$FULL" --tasks Reach --episodes 2000 --seed 0
+uio-robot record --out "$FULL" --tasks Reach --episodes 0 --seed 2500 --vqa-scenes 400 --vqa-tasks Reach
+uio-robot record --out "$FULL" --tasks Reach --episodes 0 --seed 0 --vqa-scenes 400 \
+  --vqa-tasks Push,PickPlace,Stack,PickByDescription
+
+COMMON=(model.image_size=64 data.chunk=6 train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=1
+        train.device="$DEVICE" train.workers="$WORKERS" train.threads=0 train.log_every=50 train.eval_every=500
+        train.save_every=500)
+WHERE_ONE=(data.dir="$ONE" "data.tasks=[ReachOne]" "data.vqa_kinds=[where]" data.vqa_fraction=0.95)
+WHERE_ALL=(data.dir="$FULL" "data.tasks=[ReachOne,Reach]" "data.vqa_kinds=[where]" data.vqa_fraction=0.9)
+MIX=(data.dir="$FULL" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.5 data.where_repeat=3)
+
+# 1. where is the object, one object per scene; 2. the same on scenes of up to five objects;
+# 3.-4. actions (ReachOne and Reach) and every VQA kind, half and half
+uio-robot train "${COMMON[@]}" "${WHERE_ONE[@]}" train.steps=900 train.warmup=50 train.seed=1 out_dir="$RUNS/s1"
+uio-robot train "${COMMON[@]}" "${WHERE_ALL[@]}" train.steps=700 train.warmup=50 model.init="$RUNS/s1/checkpoint" \
+  out_dir="$RUNS/s2"
+uio-robot train "${COMMON[@]}" "${MIX[@]}" train.steps=1150 train.warmup=50 model.init="$RUNS/s2/checkpoint" \
+  out_dir="$RUNS/s3"
+uio-robot train "${COMMON[@]}" "${MIX[@]}" train.steps=4750 train.warmup=20 model.init="$RUNS/s3/checkpoint" \
+  out_dir="$RUNS/s4"
+# 5. anneal: lr 2e-4 down to 0 (cosine), batch 32 (this one ran on the 2-core CPU, 2 threads)
+uio-robot train "${MIX[@]}" model.image_size=64 data.chunk=6 model.init="$RUNS/s4/checkpoint" train.batch_size=32 \
+  train.lr=2e-4 train.min_lr_ratio=0 train.warmup=20 train.steps=1500 train.threads=2 train.eval_every=250 \
+  out_dir="$RUNS/s5"
+echo "the model: $RUNS/s5/checkpoint"
