@@ -41,8 +41,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from .policy_recipe import PolicyRecipe
-from .protocols import ActionChunk, Observation, Policy
-from .worker import ControlResult, QueryAnswer, WorkerDied, queue_full
+from .protocols import Observation, Policy
+from .worker import ControlResult, QueryAnswer, WorkerDied, act_once, queue_full
 
 log = logging.getLogger(__name__)
 
@@ -390,16 +390,8 @@ class _ChildServer:
         outer_busy = self.clock[BUSY]
         self._mark_progress()
         started = time.monotonic()
-        chunk, error = None, None
-        try:
-            if self.reset_due:
-                self.reset_due = False
-                self.policy.reset()
-            chunk = self.policy.act(req.obs)
-            if not isinstance(chunk, ActionChunk):
-                raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")
-        except Exception as exc:
-            chunk, error = None, f"{type(exc).__name__}: {exc}"
+        reset, self.reset_due = self.reset_due, False
+        chunk, error = act_once(self.policy, req.obs, reset)
         result = ControlResult(req.seq, chunk, error, req.submitted_at, started, time.monotonic())
         self.results.send(("result", result, self.superseded))
         self.superseded = 0

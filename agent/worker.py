@@ -92,6 +92,20 @@ class _Control:
     submitted_at: float
 
 
+def act_once(policy: Policy, obs: Observation, reset: bool) -> tuple[ActionChunk | None, str | None]:
+    """One control request as both workers serve it: the episode reset asked for (if any), then `act`;
+    a failure becomes an error string, not an exception, so the worker lives on."""
+    try:
+        if reset:
+            policy.reset()
+        chunk = policy.act(obs)
+        if not isinstance(chunk, ActionChunk):
+            raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")
+        return chunk, None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 class InferenceWorker:
     def __init__(self, policy: Policy, name: str = "uio-robot-inference", max_pending_queries: int = 8,
                  query_priority_after_s: float = 1.0):
@@ -239,16 +253,9 @@ class InferenceWorker:
         outer_busy = self._busy_since
         self._mark_progress()
         started = time.monotonic()
-        chunk, error = None, None
-        try:
-            if self._reset_due:
-                self._reset_due = False
-                self.policy.reset()
-            chunk = self.policy.act(req.obs)
-            if not isinstance(chunk, ActionChunk):
-                raise TypeError(f"policy.act returned {type(chunk).__name__}, not ActionChunk")
-        except Exception as exc:
-            chunk, error = None, f"{type(exc).__name__}: {exc}"
+        reset, self._reset_due = self._reset_due, False
+        chunk, error = act_once(self.policy, req.obs, reset)
+        if error:
             log.warning("policy.act failed: %s", error)
         result = ControlResult(req.seq, chunk, error, req.submitted_at, started, time.monotonic())
         with self._cond:
