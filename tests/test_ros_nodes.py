@@ -66,8 +66,8 @@ def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
                              ("/diagnostics", DiagnosticArray, "reliable"), ("success", Bool, "reliable")):
         peer.listen(kind, topic, qos)
     sim = start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.seed=100003", f"ros.sim_rate_hz={rate}"])
-    agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2", "policy.threads=1",
-                                "ros.stop_on_success=false",
+    agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2",
+                                "policy.threads=1", "ros.stop_on_success=false",
                                 f"ros.bag_dir={tmp_path / 'bags'}", "ros.wait_for_data_s=60"])
     peer.wait_for("command", 10, timeout=90)  # both up and the loop running
     query_sent = time.monotonic()
