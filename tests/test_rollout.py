@@ -47,7 +47,7 @@ def test_rollout_with_a_baseline_policy(tmp_path, capsys):
     rc = rollout.main(["env.task=uio_robot/Push-v0", "policy.kind=zero", "env.max_steps=5", "env.image_size=64",
                        f"out_dir={tmp_path}"])
     assert rc == 0
-    result = json.loads((tmp_path / "Push_seed0.json").read_text())
+    result = json.loads((tmp_path / "Push_seed100000.json").read_text())
     assert result["success"] is False and result["answer"] is None and result["steps"] == 5
     assert "not asked" in capsys.readouterr().out
 
