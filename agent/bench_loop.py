@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--query-steps", type=int, default=16, help="stand-in decode steps per query")
     p.add_argument("--horizon", type=int, default=8, help="actions per chunk")
     p.add_argument("--replan-every", type=int, default=0,
-                   help="ticks between chunk requests (default 4; uio2: its chunk length - 2)")
+                   help="ticks between chunk requests (default 4; uio2: half its chunk length)")
     p.add_argument("--on-deadline", choices=("continue", "hold", "stop"), default="continue")
     p.add_argument("--ensemble", action="store_true", help="temporal ensembling of overlapping chunks")
     p.add_argument("--query-every", type=float, default=0.0, help="submit a query every S seconds (0 = none)")
@@ -128,9 +128,9 @@ def main(argv: list[str]) -> int:
         return 2
     robot = _robot(args)
     if not args.replan_every:
-        # A chunk starts at its observation's time and arrives about a tick later: replan before it runs dry.
+        # the same rule as rollout and ros-agent (rollout.fit_replanning): at most every chunk // 2 ticks
         chunk = _model_chunk(args)
-        args.replan_every = max(1, chunk - 2) if chunk else 4
+        args.replan_every = max(1, chunk // 2) if chunk else 4
     cfg = LoopConfig(rate_hz=args.rate, replan_every=args.replan_every, temporal_ensemble=args.ensemble,
                      on_deadline=args.on_deadline, spin_s=args.spin_ms / 1e3,
                      pause_queries_near_tick=not args.no_pause_queries,
