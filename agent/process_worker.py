@@ -42,7 +42,7 @@ import numpy as np
 
 from .policy_recipe import PolicyRecipe
 from .protocols import Observation, Policy
-from .worker import ControlResult, QueryAnswer, WorkerDied, act_once, queue_full
+from .worker import ControlResult, QueryAnswer, WorkerDied, act_once, refused_query
 
 log = logging.getLogger(__name__)
 
@@ -200,15 +200,11 @@ class ProcessWorker:
     def submit_query(self, images: dict[str, np.ndarray], text: str) -> Future:
         """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception).
         When `max_pending_queries` already wait, the Future fails at once with `QueryQueueFull`."""
-        future: Future = Future()
         with self._cond:
-            if self._stopping or self.death is not None:
-                future.set_exception(WorkerDied(self.death or "worker is not running"))
-                return future
-            if len(self._waiting) >= self.max_pending_queries:
-                self.queries_rejected += 1
-                future.set_exception(queue_full(len(self._waiting), self.max_pending_queries))
-                return future
+            refused = refused_query(self, not self._stopping and self.death is None, len(self._waiting))
+            if refused is not None:
+                return refused
+            future: Future = Future()
             self._qid += 1
             now = time.monotonic()
             self._waiting[self._qid] = _PendingQuery(future, now)

@@ -47,9 +47,21 @@ class QueryQueueFull(RuntimeError):
     """A query arrived while `max_pending_queries` were already waiting; it was not queued."""
 
 
-def queue_full(waiting: int, limit: int) -> QueryQueueFull:
-    return QueryQueueFull(f"query queue is full: {waiting} queries are waiting for the model "
-                          f"(loop.max_pending_queries={limit}); ask again later")
+def refused_query(worker, running: bool, waiting: int) -> Future | None:
+    """The admission rule both workers apply (under their lock): a Future already failed with
+    `WorkerDied` when the worker is not running, or with `QueryQueueFull` (counted in the worker's
+    `queries_rejected`) when `max_pending_queries` already wait; None when the query may be queued."""
+    future: Future = Future()
+    if not running:
+        future.set_exception(WorkerDied(worker.death or "worker is not running"))
+    elif waiting >= worker.max_pending_queries:
+        worker.queries_rejected += 1
+        limit = worker.max_pending_queries
+        future.set_exception(QueryQueueFull(f"query queue is full: {waiting} queries are waiting for the model "
+                                            f"(loop.max_pending_queries={limit}); ask again later"))
+    else:
+        return None
+    return future
 
 
 @dataclass
@@ -197,15 +209,12 @@ class InferenceWorker:
     def submit_query(self, images: dict[str, np.ndarray], text: str) -> Future:
         """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception).
         When `max_pending_queries` already wait, the Future fails at once with `QueryQueueFull`."""
-        future: Future = Future()
         with self._cond:
-            if self._stopping or not self._thread.is_alive() and self._thread.ident is not None:
-                future.set_exception(WorkerDied(self.death or "worker is not running"))
-                return future
-            if len(self._queries) >= self.max_pending_queries:
-                self.queries_rejected += 1
-                future.set_exception(queue_full(len(self._queries), self.max_pending_queries))
-                return future
+            running = not (self._stopping or not self._thread.is_alive() and self._thread.ident is not None)
+            refused = refused_query(self, running, len(self._queries))
+            if refused is not None:
+                return refused
+            future: Future = Future()
             self._queries.append(_Query(dict(images), str(text), future, time.monotonic()))
             self._cond.notify_all()
         return future
