@@ -108,11 +108,7 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[in
     return perm[rank::world]
 
 
-def _collate(examples: list[dict]) -> dict[str, np.ndarray]:
-    return build_batch(examples)
-
-
-def epoch_batches(dataset, order: list[int], position: int, r: Recipe, dist: Dist):
+def epoch_batches(dataset, order: list[int], position: int, r: Recipe):
     """The rest of an epoch's full batches from `position` on, built in the training process or, with
     train.workers > 0, by a DataLoader's worker processes (on a GPU, building examples on one core is
     slower than the training step)."""
@@ -120,7 +116,7 @@ def epoch_batches(dataset, order: list[int], position: int, r: Recipe, dist: Dis
     batches = [order[i:i + size] for i in range(position, len(order) - size + 1, size)]
     if r.train.workers == 0:
         return (build_batch([dataset[i] for i in idx]) for idx in batches)
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=_collate,
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=build_batch,
                                             num_workers=r.train.workers, prefetch_factor=4))
 
 
@@ -450,7 +446,7 @@ def train(r: Recipe) -> Path:
     while step < r.train.steps:
         mixed.set_epoch(epoch)
         order = epoch_order(len(mixed), r.train.seed, epoch, dist.rank, dist.world)
-        for batch_np in epoch_batches(mixed, order, position, r, dist):
+        for batch_np in epoch_batches(mixed, order, position, r):
             if step >= r.train.steps:
                 break
             is_action = torch.from_numpy(batch_np["meta/is_action"][:, 0] > 0)
@@ -482,9 +478,10 @@ def train(r: Recipe) -> Path:
             if stop:
                 break
         if stop:
-            if dist.main:  # the stop falls on a logged step: give its row the validation figures
-                rows[-1].update({k: f"{v:.5f}" for k, v in validate(model, loss_fn, val_sets, dist.device).items()
-                                 if k in CSV_FIELDS})
+            if dist.main:
+                if "val_action_loss" not in rows[-1]:  # the stop's logged step: give its row validation figures
+                    rows[-1].update({k: f"{v:.5f}" for k, v in validate(model, loss_fn, val_sets, dist.device).items()
+                                     if k in CSV_FIELDS})
                 print(f"train: train.max_minutes={r.train.max_minutes:g} reached at step {step}; saved")
             save()
             break
