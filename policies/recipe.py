@@ -117,16 +117,25 @@ def validate(r: Recipe) -> None:
         (r.data.where_repeat >= 1, "data.where_repeat", "must be >= 1"),
         (set(r.data.vqa_kinds) <= set(VQA_KINDS), "data.vqa_kinds", f"must be among {VQA_KINDS}"),
         (r.data.stats_mode in ("quantile", "minmax"), "data.stats_mode", "must be quantile or minmax"),
-        (r.train.steps >= 1 and r.train.batch_size >= 1, "train.steps", "steps and batch_size must be >= 1"),
-        (r.train.lr > 0 and 0 <= r.train.min_lr_ratio <= 1, "train.lr", "lr > 0, min_lr_ratio in [0, 1]"),
-        (r.train.warmup >= 0 and r.train.grad_clip > 0, "train.warmup", "warmup >= 0, grad_clip > 0"),
-        (r.train.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
-        (r.train.workers >= 0 and r.train.max_minutes >= 0, "train.workers", "workers and max_minutes must be >= 0"),
-        (min(r.train.log_every, r.train.eval_every, r.train.save_every) >= 1, "train.save_every",
-         "log/eval/save intervals must be >= 1"),
         (r.model.image_size % 16 == 0 and r.model.history_size % 16 == 0, "model.image_size",
          "image sizes must be multiples of 16"),
         (r.model.tokenizer_pieces >= 300, "model.tokenizer_pieces", "must be >= 300 (byte fallback needs 259)"),
+    ]
+    for ok, name, message in checks:
+        if not ok:
+            raise RecipeError(f"recipe: {name} {message}")
+    validate_optim(r.train)
+
+
+def validate_optim(t: OptimRecipe) -> None:
+    """The `train.*` checks, shared by `uio-robot train` and `train-vima` (both use OptimRecipe)."""
+    checks = [
+        (t.steps >= 1 and t.batch_size >= 1, "train.steps", "steps and batch_size must be >= 1"),
+        (t.lr > 0 and 0 <= t.min_lr_ratio <= 1, "train.lr", "lr > 0, min_lr_ratio in [0, 1]"),
+        (t.warmup >= 0 and t.grad_clip > 0, "train.warmup", "warmup >= 0, grad_clip > 0"),
+        (t.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
+        (t.workers >= 0 and t.max_minutes >= 0, "train.workers", "workers and max_minutes must be >= 0"),
+        (min(t.log_every, t.eval_every, t.save_every) >= 1, "train.save_every", "log/eval/save intervals must be >= 1"),
     ]
     for ok, name, message in checks:
         if not ok:

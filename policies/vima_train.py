@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from uio_robot.policies.dataset import DatasetError, atomic_write_bytes
 from uio_robot.policies.prompts import ActionFormat
-from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config
+from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config, validate_optim
 from uio_robot.policies.train import TokenLoss, lr_at, scratch_model
 from uio_robot.policies.uio2.checkpoint import save_checkpoint
 from uio_robot.policies.uio2.model import to_batch
@@ -64,8 +64,9 @@ def load_recipe(overrides: list[str]) -> VimaRecipe:
     except Exception as exc:  # omegaconf raises several error types for unknown keys / bad values
         raise RecipeError(f"train-vima: bad override ({exc})") from None
     recipe: VimaRecipe = OmegaConf.to_object(merged)
-    if recipe.train.steps < 1 or recipe.train.batch_size < 1 or recipe.data.prompt_images < 1:
-        raise RecipeError("train-vima: train.steps, train.batch_size and data.prompt_images must be >= 1")
+    validate_optim(recipe.train)
+    if recipe.data.prompt_images < 1:
+        raise RecipeError("train-vima: data.prompt_images must be >= 1")
     return recipe
 
 

@@ -87,3 +87,9 @@ def test_train_vima_bad_input(tmp_path, capsys):
     assert vima_train.main([f"data.dir={tmp_path}", f"out_dir={tmp_path / 'o'}"]) == 2
     assert "index.json" in capsys.readouterr().err
     assert vima_train.main(["train.stepz=3"]) == 2
+    for bad, field in (("train.lr=0", "train.lr"), ("train.steps=0", "train.steps"), ("data.prompt_images=0",
+                                                                                      "data.prompt_images")):
+        with pytest.raises(vima_train.RecipeError, match=field):
+            vima_train.load_recipe([bad])
+    recipe = vima_train.load_recipe([])  # the VIMA defaults on the main trainer's OptimRecipe
+    assert isinstance(recipe.train, vima_train.OptimRecipe) and recipe.train.steps == 1500
