@@ -255,6 +255,69 @@ def evaluate_vqa(policy, tasks: list[str], first_seed: int, scenes: int, image_s
 
 # ---- outputs ----------------------------------------------------------------------------------------
 
+def episode_entries(results: list[EpisodeResult], video_dir: Path, prefix: str, fps: float,
+                    **fields) -> list[dict]:
+    """The `episode_results` entries of one task's episodes (with `fields`, e.g. a level, after the task);
+    episodes that kept frames get `<prefix>_seed<seed>_<success|failure>.mp4` and drop the frames."""
+    entries = []
+    for r in results:
+        if r.frames:
+            name = f"{prefix}_seed{r.seed}_{'success' if r.success else 'failure'}.mp4"
+            r.video = str(write_mp4(r.frames, video_dir / name, fps=fps))
+            r.frames = []
+        entries.append({"task": r.task, **fields, "seed": r.seed, "success": r.success, "steps": r.steps,
+                        "video": r.video})
+    return entries
+
+
+def task_entry(results: list[EpisodeResult], max_steps: int, expert: dict | None) -> dict:
+    """A `per_task` entry: the rate with its interval, mean and budgeted steps, the expert's rate (or None)."""
+    entry = rate_summary(sum(r.success for r in results), len(results))
+    entry["mean_steps"] = round(float(np.mean([r.steps for r in results])), 2)
+    entry["max_steps"] = max_steps
+    entry["expert"] = expert
+    return entry
+
+
+def pooled(entries) -> dict | None:
+    """The rate summary of several rate entries taken together (None entries skipped; None if none)."""
+    entries = [e for e in entries if e]
+    n = sum(e["episodes"] for e in entries)
+    return rate_summary(sum(e["successes"] for e in entries), n) if n else None
+
+
+def results_record(cfg: AppConfig, policy, seeds: list[int], episodes: list[dict], per_task: dict, *,
+                   vqa: dict | None, replan_every: int, started: float, head: dict | None = None) -> dict:
+    """results.json's fields (`head`: suite-specific fields placed before `per_task`)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **rate_summary(sum(e["success"] for e in episodes), len(episodes)),
+        **(head or {}),
+        "per_task": per_task,
+        "expert": pooled(e["expert"] for e in per_task.values()),
+        "vqa": vqa,
+        "seed": cfg.eval.seed,
+        "seeds": [seeds[0], seeds[-1]],
+        "checkpoint": str(getattr(policy, "directory", "")) or None,
+        "policy": cfg.policy.kind,
+        "num_envs": cfg.eval.num_envs,
+        "replan_every": replan_every,
+        "image_size": cfg.env.image_size,
+        "episode_results": episodes,
+        "videos": [e["video"] for e in episodes if e["video"]],
+        "wall_time_s": round(time.monotonic() - started, 1),
+    }
+
+
+def write_results(results: dict, out: Path, check=None) -> None:
+    """Check `results` against the schema (and `check`, a suite's own), then write results.json and the chart."""
+    check_results(results)
+    if check is not None:
+        check(results)
+    write_json(results, out / "results.json")
+    plot_results(results, out / "results.png")
+
+
 def plot_results(results: dict, path: Path) -> Path:
     """Bar chart: success per task (policy and expert) with 95% intervals, VQA accuracy last."""
     import os
@@ -369,61 +432,32 @@ def evaluate(cfg: AppConfig, policy=None) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
-    per_task, episodes, videos = {}, [], []
-    expert_counts = [0, 0]
+    per_task, episodes = {}, []
     with tqdm(total=len(tasks) * cfg.eval.episodes, desc="episodes", unit="ep", file=sys.stderr) as bar:
         for task in tasks:
             bar.set_postfix_str(task)
             results = run_task(policy, task, seeds, cfg, bar)
-            for r in results:
-                if r.frames:
-                    name = f"{task}_seed{r.seed}_{'success' if r.success else 'failure'}.mp4"
-                    r.video = str(write_mp4(r.frames, out / "videos" / name, fps=20))
-                    r.frames = []
-                    videos.append(r.video)
-                episodes.append({"task": task, "seed": r.seed, "success": r.success, "steps": r.steps,
-                                 "video": r.video})
-            entry = rate_summary(sum(r.success for r in results), len(results))
-            entry["mean_steps"] = round(float(np.mean([r.steps for r in results])), 2)
-            entry["max_steps"] = min(TASKS[task].max_episode_steps, cfg.env.max_steps)
-            entry["expert"] = expert_summary(task, seeds) if cfg.eval.expert else None
-            if entry["expert"]:
-                expert_counts[0] += entry["expert"]["successes"]
-                expert_counts[1] += entry["expert"]["episodes"]
-            per_task[task] = entry
+            episodes += episode_entries(results, out / "videos", task, fps=20)
+            expert = expert_summary(task, seeds) if cfg.eval.expert else None
+            per_task[task] = task_entry(results, min(TASKS[task].max_episode_steps, cfg.env.max_steps), expert)
     with tqdm(total=0, desc="vqa", unit="q", file=sys.stderr) as bar:
         vqa = evaluate_vqa(policy, tasks, cfg.eval.seed, cfg.eval.vqa_scenes, cfg.env.image_size, bar)
-    successes = sum(e["success"] for e in episodes)
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        **rate_summary(successes, len(episodes)),
-        "per_task": per_task,
-        "expert": rate_summary(*expert_counts) if expert_counts[1] else None,
-        "vqa": vqa,
-        "seed": cfg.eval.seed,
-        "seeds": [seeds[0], seeds[-1]],
-        "checkpoint": str(getattr(policy, "directory", "")) or None,
-        "policy": cfg.policy.kind,
-        "num_envs": cfg.eval.num_envs,
-        "replan_every": cfg.loop.replan_every,
-        "image_size": cfg.env.image_size,
-        "episode_results": episodes,
-        "videos": videos,
-        "wall_time_s": round(time.monotonic() - started, 1),
-    }
-    check_results(results)
-    write_json(results, out / "results.json")
-    plot_results(results, out / "results.png")
+    results = results_record(cfg, policy, seeds, episodes, per_task, vqa=vqa, replan_every=cfg.loop.replan_every,
+                             started=started)
+    write_results(results, out)
     return results
+
+
+def rate_row(name: str, entry: dict, expert: dict | None, width: int = 20, ci_width: int = 15) -> str:
+    """One line of the printed table: name, success rate, its 95% interval, the expert's rate."""
+    shown = f"{expert['success_rate']:.2f}" if expert else "-"
+    return f"{name:<{width}} {entry['success_rate']:>8.2f} {str(entry['ci95']):>{ci_width}} {shown:>8}"
 
 
 def format_results(results: dict) -> str:
     lines = [f"{'task':<20} {'success':>8} {'95% CI':>15} {'expert':>8}"]
-    for task, e in results["per_task"].items():
-        expert = f"{e['expert']['success_rate']:.2f}" if e["expert"] else "-"
-        lines.append(f"{task:<20} {e['success_rate']:>8.2f} {str(e['ci95']):>15} {expert:>8}")
-    lines.append(f"{'all':<20} {results['success_rate']:>8.2f} {str(results['ci95']):>15} "
-                 f"{results['expert']['success_rate'] if results['expert'] else '-':>8}")
+    lines += [rate_row(task, e, e["expert"]) for task, e in results["per_task"].items()]
+    lines.append(rate_row("all", results, results["expert"]))
     if results["vqa"]:
         v = results["vqa"]
         lines.append(f"VQA accuracy {v['accuracy']:.3f} on {v['questions']} questions ({v['scenes']} held-out scenes)")

@@ -27,11 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import AppConfig, ConfigError
-from .evaluate import SCHEMA_VERSION, EpisodeResult, check_results, plot_results
+from .evaluate import EpisodeResult, episode_entries, pooled, rate_row, results_record, task_entry, write_results
 from .protocols import ArraySpec, Observation
 from .stats import rate_summary
-from .telemetry import write_json
-from .video import write_mp4
 
 IMAGE_KEYS = ("image", "top_image")
 
@@ -184,8 +182,7 @@ def evaluate_vima(cfg: AppConfig, policy=None) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
-    per_task, episodes, videos = {}, [], []
-    level_counts = {lv: [0, 0, 0, 0] for lv in levels}  # policy successes, episodes, expert successes, episodes
+    per_task, episodes = {}, []
     with tqdm(total=len(plan) * len(seeds), desc="episodes", unit="ep", file=sys.stderr) as bar:
         for level, task in plan:
             key = f"L{level}/{task}"
@@ -197,55 +194,17 @@ def evaluate_vima(cfg: AppConfig, policy=None) -> dict:
             finally:
                 for env in envs:
                     env.close()
-            for r in results:
-                if r.frames:
-                    name = f"L{level}_{task}_seed{r.seed}_{'success' if r.success else 'failure'}.mp4"
-                    r.video = str(write_mp4(r.frames, out / "videos" / name, fps=1))
-                    r.frames = []
-                    videos.append(r.video)
-                episodes.append({"task": task, "level": level, "seed": r.seed, "success": r.success,
-                                 "steps": r.steps, "video": r.video})
-            entry = rate_summary(sum(r.success for r in results), len(results))
-            entry["mean_steps"] = round(float(np.mean([r.steps for r in results])), 2)
-            entry["max_steps"] = max(r.steps for r in results)
-            entry["expert"] = oracle_summary(suite, task, level, seeds, cfg.env.image_size) if cfg.eval.expert else None
-            counts = level_counts[level]
-            counts[0] += entry["successes"]
-            counts[1] += entry["episodes"]
-            if entry["expert"]:
-                counts[2] += entry["expert"]["successes"]
-                counts[3] += entry["expert"]["episodes"]
-            per_task[key] = entry
+            episodes += episode_entries(results, out / "videos", f"L{level}_{task}", fps=1, level=level)
+            expert = oracle_summary(suite, task, level, seeds, cfg.env.image_size) if cfg.eval.expert else None
+            per_task[key] = task_entry(results, max(r.steps for r in results), expert)
     per_level = {}
-    for level, (s, n, es, en) in level_counts.items():
-        if n:
-            per_level[f"L{level}"] = {**rate_summary(s, n), "expert": rate_summary(es, en) if en else None}
-    expert_s, expert_n = sum(c[2] for c in level_counts.values()), sum(c[3] for c in level_counts.values())
-    successes = sum(e["success"] for e in episodes)
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        **rate_summary(successes, len(episodes)),
-        "suite": suite,
-        "levels": levels,
-        "per_level": per_level,
-        "per_task": per_task,
-        "expert": rate_summary(expert_s, expert_n) if expert_n else None,
-        "vqa": None,
-        "seed": cfg.eval.seed,
-        "seeds": [seeds[0], seeds[-1]],
-        "checkpoint": str(getattr(policy, "directory", "")) or None,
-        "policy": cfg.policy.kind,
-        "num_envs": cfg.eval.num_envs,
-        "replan_every": 1,
-        "image_size": cfg.env.image_size,
-        "episode_results": episodes,
-        "videos": videos,
-        "wall_time_s": round(time.monotonic() - started, 1),
-    }
-    check_results(results)
-    check_levels(results)
-    write_json(results, out / "results.json")
-    plot_results(results, out / "results.png")
+    for level in levels:
+        entries = [e for k, e in per_task.items() if k.split("/")[0] == f"L{level}"]
+        if entries:
+            per_level[f"L{level}"] = {**pooled(entries), "expert": pooled(e["expert"] for e in entries)}
+    results = results_record(cfg, policy, seeds, episodes, per_task, vqa=None, replan_every=1, started=started,
+                             head={"suite": suite, "levels": levels, "per_level": per_level})
+    write_results(results, out, check=check_levels)
     return results
 
 
@@ -265,10 +224,6 @@ def check_levels(results: dict) -> None:
 
 def format_vima_results(results: dict) -> str:
     lines = [f"{'level/task':<28} {'success':>8} {'95% CI':>17} {'expert':>8}"]
-    for key, e in results["per_task"].items():
-        expert = f"{e['expert']['success_rate']:.2f}" if e["expert"] else "-"
-        lines.append(f"{key:<28} {e['success_rate']:>8.2f} {str(e['ci95']):>17} {expert:>8}")
-    for level, e in results["per_level"].items():
-        expert = f"{e['expert']['success_rate']:.2f}" if e["expert"] else "-"
-        lines.append(f"{level + ' (all tasks)':<28} {e['success_rate']:>8.2f} {str(e['ci95']):>17} {expert:>8}")
+    lines += [rate_row(key, e, e["expert"], 28, 17) for key, e in results["per_task"].items()]
+    lines += [rate_row(f"{level} (all tasks)", e, e["expert"], 28, 17) for level, e in results["per_level"].items()]
     return "\n".join(lines)
