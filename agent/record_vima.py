@@ -1,6 +1,6 @@
 """`uio-robot record-vima`: oracle demonstrations of the native VIMA-style tasks for `train-vima`.
 
-    uio-robot record-vima --out DIR [--tasks VisualManipulation,Rearrange,SameShape] [--episodes 200]
+    uio-robot record-vima --out DIR [--tasks VisualManipulation,Rearrange,SameShape,Push] [--episodes 200]
                           [--seed 0] [--level train] [--image-size 128] [--camera top_image]
 
 Every (task, seed) runs the task's oracle for one episode; the camera image before each primitive, the

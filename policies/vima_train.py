@@ -36,7 +36,7 @@ from uio_robot.policies.vima_prompts import PROMPT_FORMAT, primitive_codec
 # Words of every VIMA-style prompt, also those of tasks absent from the demonstrations (level 4), so the
 # tokenizer has pieces for them.
 EXTRA_TEXTS = ("put all objects with the same colour as into the", "this is a dax blicket wug zup gazer tufa fep kiki",
-               "put the into the rearrange to this same shape")
+               "put the into the rearrange to this same shape push")
 
 
 @dataclass

@@ -10,8 +10,8 @@ Importing this package registers one gymnasium id per task, `uio_robot/Vima<Task
     obs, reward, terminated, truncated, info = env.step(env.unwrapped.expert().act(obs))
 
 Levels (partition files in `partitions/`): "train", 1 placement, 2 combinatorial, 3 novel object,
-4 novel task. Tasks: VisualManipulation, Rearrange, SameShape (levels 1-3, train); NovelNoun,
-SameColour (level 4 only).
+4 novel task. Tasks: VisualManipulation, Rearrange, SameShape, Push (levels 1-3, train); NovelNoun,
+SameColour (level 4 only). Push uses the push primitive, the others pick-and-place.
 """
 
 from gymnasium.envs.registration import register, registry

@@ -18,6 +18,7 @@ _KEYS = {"shapes": OBJECT_SHAPES, "distractor_shapes": OBJECT_SHAPES, "colours":
 _REQUIRED = {"VisualManipulation": ("shapes", "colours", "base_kinds", "base_colours"),
              "NovelNoun": ("shapes", "colours", "base_kinds", "base_colours"),
              "Rearrange": ("shapes", "colours"),
+             "Push": ("shapes", "colours", "base_kinds", "base_colours"),
              "SameShape": ("shapes", "colours", "base_kinds", "base_colours"),
              "SameColour": ("shapes", "colours", "base_kinds", "base_colours")}
 

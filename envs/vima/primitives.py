@@ -22,7 +22,7 @@ from .scene import VimaScene
 HOVER_Z = 0.12
 PICK_Z = GRASP_Z_MIN + 0.002
 LOWER_SPEED = 0.008
-PUSH_SPEED = 0.02
+PUSH_SPEED = 0.01
 MAX_YAW = np.pi / 2
 
 
@@ -75,7 +75,7 @@ class PrimitiveRunner(Expert):
         (x0, y0, yaw0), (x1, y1, _) = _pose(pose0), _pose(pose1)
         obs = self._go(obs, [x0, y0, HOVER_Z], yaw0, CLOSE)
         obs = self._go(obs, [x0, y0, PICK_Z], yaw0, CLOSE, FINE, tol=0.004, max_steps=25)
-        obs = self._go(obs, [x1, y1, PICK_Z], yaw0, CLOSE, PUSH_SPEED, tol=0.004, max_steps=60)
+        obs = self._go(obs, [x1, y1, PICK_Z], yaw0, CLOSE, PUSH_SPEED, tol=0.004, max_steps=120)
         obs = self._go(obs, [x1, y1, HOVER_Z], yaw0, CLOSE, FINE, tol=0.02)
         return self.hold(obs, CLOSE, 8)
 

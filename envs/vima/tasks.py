@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from .env import VimaEnv
 
 GOAL_TOLERANCE = 0.04  # metres: an object "at" its goal place
+# Push geometry (metres): the closed hand comes down PUSH_BEHIND beyond the object's footprint radius and
+# stops PUSH_CONTACT short of it (about the closed fingers' half width); the distractor keeps
+# PUSH_CLEARANCE off the swept corridor; the start may lie PUSH_MARGIN outside the layout region.
+PUSH_BEHIND = 0.03
+PUSH_CONTACT = 0.012
+PUSH_CLEARANCE = 0.03
+PUSH_MARGIN = 0.03
+PUSH_LAYOUT_TRIES = 50
 NOVEL_NOUNS = ("dax", "blicket", "wug", "zup", "gazer", "tufa", "fep", "kiki")
 
 
@@ -173,6 +181,66 @@ class VisualManipulation(VimaTask):
         return ep
 
 
+class Push(VisualManipulation):
+    """"push the {dragged_obj} into the {base_obj}.": slide an object onto a flat zone with the closed hand.
+
+    Bases are flat pads only (a push cannot lift an object over a bin's or frame's wall). Layouts are
+    resampled until the straight push is clear: the hand can come down behind the object within reach,
+    and the distractor object and the other zone lie off the swept corridor (an object that slips off
+    the hand then stops on the plain table, and the next push corrects it)."""
+
+    name = "Push"
+    template = "push the {dragged_obj} into the {base_obj}."
+    primitive = "push"
+
+    def sample(self, rng, spec, scene):
+        if set(spec["base_kinds"]) - {"pad"}:
+            raise ValueError(f"Push: base_kinds must be [pad] (objects cannot be pushed over walls), "
+                             f"got {spec['base_kinds']}")
+        (dragged, colour), (distractor, d_colour), (base, b_colour), (other, o_colour) = \
+            self._objects_and_bases(rng, spec, scene)
+        ep = VimaEpisode(self.template, {dragged: colour, distractor: d_colour}, {base: b_colour, other: o_colour},
+                         {"dragged_obj": ("thing", dragged, colour), "base_obj": ("thing", base, b_colour)},
+                         max_steps=3, goal_in={dragged: base}, keep_out=(distractor,))
+        for _ in range(PUSH_LAYOUT_TRIES):
+            self.lay_out(rng, ep, scene)
+            start, _ = push_poses(ep.layout[dragged], ep.layout[base], scene.radius(dragged))
+            r = scene.radius(dragged)
+            clear_of_object = _segment_distance(ep.layout[distractor], start, ep.layout[base]) > \
+                r + scene.radius(distractor) + PUSH_CLEARANCE
+            clear_of_zone = _segment_distance(ep.layout[other], start, ep.layout[base]) > r + BASE_FOOTPRINT["pad"]
+            if _reachable(start) and clear_of_object and clear_of_zone:
+                return ep
+        raise ValueError(f"Push: no clear push layout in {PUSH_LAYOUT_TRIES} tries")
+
+    def oracle(self, env: VimaEnv) -> np.ndarray:
+        """Push the object from behind, along the line to the zone's centre, to stop with its centre there."""
+        ep, scene = env.episode, env.scene
+        obj = next(iter(ep.goal_in))
+        start, end = push_poses(scene.object_pos(obj)[:2], scene.base_xy(ep.goal_in[obj]), scene.radius(obj))
+        return np.array([start[0], start[1], 0.0, end[0], end[1], 0.0], dtype=np.float32)
+
+
+def push_poses(obj_xy, target_xy, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hand start (behind the object, clear of it) and end (the object's centre then on `target_xy`)."""
+    obj_xy, target_xy = np.asarray(obj_xy, float)[:2], np.asarray(target_xy, float)[:2]
+    direction = target_xy - obj_xy
+    u = direction / max(float(np.linalg.norm(direction)), 1e-6)
+    return obj_xy - u * (radius + PUSH_BEHIND), target_xy - u * (radius + PUSH_CONTACT)
+
+
+def _reachable(xy) -> bool:
+    (x0, x1), (y0, y1) = TABLE_REGION
+    return bool(x0 - PUSH_MARGIN <= xy[0] <= x1 + PUSH_MARGIN and y0 - PUSH_MARGIN <= xy[1] <= y1 + PUSH_MARGIN)
+
+
+def _segment_distance(p, a, b) -> float:
+    p, a, b = (np.asarray(v, float)[:2] for v in (p, a, b))
+    ab = b - a
+    t = float(np.clip(np.dot(p - a, ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
+    return float(np.linalg.norm(p - (a + t * ab)))
+
+
 class NovelNoun(VisualManipulation):
     """"this is a dax {dragged_obj}. this is a wug {base_obj}. put the dax into the wug." (new words)."""
 
@@ -263,5 +331,5 @@ class SameColour(SameProperty):
     prop = "colour"
 
 
-TASKS: dict[str, type[VimaTask]] = {t.name: t for t in (VisualManipulation, Rearrange, SameShape, NovelNoun,
+TASKS: dict[str, type[VimaTask]] = {t.name: t for t in (VisualManipulation, Rearrange, SameShape, Push, NovelNoun,
                                                          SameColour)}
