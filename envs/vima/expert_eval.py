@@ -1,6 +1,6 @@
 """Success of the VIMA tasks' scripted oracles over many seeds, per task and level.
 
-    python -m uio_robot.envs.vima.expert_eval --episodes 100 [--levels 1 2 3 4] [--seed 100000]
+    python -m uio_robot.envs.vima.expert_eval --episodes 100 [--levels 1 2 3 4] [--tasks Push ...] [--seed 100000]
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    parser.add_argument("--tasks", nargs="+", default=[], help="only these tasks (default: every task of a level)")
     parser.add_argument("--json", help="also write the reports here")
     args = parser.parse_args(argv)
     seeds = range(args.seed, args.seed + args.episodes)
     reports = []
-    jobs = [(t, lv) for lv in args.levels for t in level_tasks(lv)]
+    jobs = [(t, lv) for lv in args.levels for t in level_tasks(lv) if not args.tasks or t in args.tasks]
+    if not jobs:
+        parser.error(f"no task of {args.tasks} in levels {args.levels}")
     with tqdm(total=len(jobs) * args.episodes, unit="ep") as bar:
         for task, level in jobs:
             reports.append(evaluate_oracle(task, level, seeds, on_episode=lambda: bar.update(1)))

@@ -171,12 +171,16 @@ class VisualManipulation(VimaTask):
         base, other = _base(rng, kind, used), _base(rng, o_kind, used)
         return (dragged, colour), (distractor, d_colour), (base, base_colour), (other, o_colour)
 
-    def sample(self, rng, spec, scene):
+    def _episode(self, rng, spec, scene) -> VimaEpisode:
+        """The episode before its layout: the object into the base, the distractor kept out of both bases."""
         (dragged, colour), (distractor, d_colour), (base, b_colour), (other, o_colour) = \
             self._objects_and_bases(rng, spec, scene)
-        ep = VimaEpisode(self.template, {dragged: colour, distractor: d_colour}, {base: b_colour, other: o_colour},
-                         {"dragged_obj": ("thing", dragged, colour), "base_obj": ("thing", base, b_colour)},
-                         max_steps=3, goal_in={dragged: base}, keep_out=(distractor,))
+        return VimaEpisode(self.template, {dragged: colour, distractor: d_colour}, {base: b_colour, other: o_colour},
+                           {"dragged_obj": ("thing", dragged, colour), "base_obj": ("thing", base, b_colour)},
+                           max_steps=3, goal_in={dragged: base}, keep_out=(distractor,))
+
+    def sample(self, rng, spec, scene):
+        ep = self._episode(rng, spec, scene)
         self.lay_out(rng, ep, scene)
         return ep
 
@@ -197,11 +201,9 @@ class Push(VisualManipulation):
         if set(spec["base_kinds"]) - {"pad"}:
             raise ValueError(f"Push: base_kinds must be [pad] (objects cannot be pushed over walls), "
                              f"got {spec['base_kinds']}")
-        (dragged, colour), (distractor, d_colour), (base, b_colour), (other, o_colour) = \
-            self._objects_and_bases(rng, spec, scene)
-        ep = VimaEpisode(self.template, {dragged: colour, distractor: d_colour}, {base: b_colour, other: o_colour},
-                         {"dragged_obj": ("thing", dragged, colour), "base_obj": ("thing", base, b_colour)},
-                         max_steps=3, goal_in={dragged: base}, keep_out=(distractor,))
+        ep = self._episode(rng, spec, scene)
+        (dragged, base), = ep.goal_in.items()
+        (distractor,), (other,) = ep.keep_out, [b for b in ep.bases if b != base]
         for _ in range(PUSH_LAYOUT_TRIES):
             self.lay_out(rng, ep, scene)
             start, _ = push_poses(ep.layout[dragged], ep.layout[base], scene.radius(dragged))
