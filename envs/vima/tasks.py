@@ -206,8 +206,8 @@ class Push(VisualManipulation):
         (distractor,), (other,) = ep.keep_out, [b for b in ep.bases if b != base]
         for _ in range(PUSH_LAYOUT_TRIES):
             self.lay_out(rng, ep, scene)
-            start, _ = push_poses(ep.layout[dragged], ep.layout[base], scene.radius(dragged))
             r = scene.radius(dragged)
+            start, _ = push_poses(ep.layout[dragged], ep.layout[base], r)
             clear_of_object = _segment_distance(ep.layout[distractor], start, ep.layout[base]) > \
                 r + scene.radius(distractor) + PUSH_CLEARANCE
             clear_of_zone = _segment_distance(ep.layout[other], start, ep.layout[base]) > r + BASE_FOOTPRINT["pad"]
