@@ -1,6 +1,15 @@
 """`uio-robot train-vima`: train a small UIO2 primitive policy on recorded VIMA-style demonstrations.
 
     uio-robot train-vima data.dir=DIR out_dir=OUT [train.steps=1500] [train.batch_size=16] [model.emb_dim=256] ...
+    uio-robot train-vima data.dir=DIR out_dir=OUT model.init=policies/assets/default [train.max_minutes=30] ...
+
+`model.init=CHECKPOINT` starts from a trained UIO2 checkpoint instead of random weights, loaded as
+`uio-robot train` loads its `model.init` (`checkpoint.load_model`): the network is the checkpoint's
+(the `model.*` sizes are ignored), and so is the tokenizer (the checkpoint's SentencePiece model has
+byte fallback, so words it never saw still encode). Why: the shipped default model already grounds
+objects in the front camera, which a primitive policy needs first (which object to pick). Only the
+number of image-history frames changes (to `data.prompt_images`, within the checkpoint's resampler
+`max_frames`); that changes no weight. `train.max_minutes` stops and saves after that long.
 
 The network, tokenizer training, loss (soft location targets), learning-rate schedule and checkpoint
 files are those of `uio-robot train` (`policies.train`, `policies.recipe`); what differs is the data:
@@ -26,8 +35,8 @@ from uio_robot.policies.dataset import DatasetError, atomic_write_bytes
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config, validate_optim
 from uio_robot.policies.train import TokenLoss, lr_at, scratch_model
-from uio_robot.policies.uio2.checkpoint import save_checkpoint
-from uio_robot.policies.uio2.model import to_batch
+from uio_robot.policies.uio2.checkpoint import CheckpointError, load_model, save_checkpoint, tokenizer_file
+from uio_robot.policies.uio2.model import UIO2Model, to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
 from uio_robot.policies.vima_data import PrimitiveExamples, load_episodes, prompt_texts
@@ -87,12 +96,7 @@ def train_vima(r: VimaRecipe) -> Path:
     train_eps = [e for i, e in enumerate(episodes) if i not in val_idx]
     val_eps = [e for i, e in enumerate(episodes) if i in val_idx]
     codec = primitive_codec(index["action_low"], index["action_high"])
-    tok_path = out / "tokenizer.model"
-    texts = prompt_texts(episodes) + list(EXTRA_TEXTS)
-    train_tokenizer(texts * 20, tok_path, vocab_size=r.model.tokenizer_pieces)
-    tokenizer = UIO2Tokenizer(tok_path)
-    config = model_config(r.model, tokenizer.model_vocab_size, r.data.prompt_images)
-    model = scratch_model(config, tokenizer, r.train.seed)
+    tok_path, tokenizer, model = initial_model(r, episodes, out)
     model.requires_grad_(True).train()
     t5 = model.config.t5_config
     sizes = (t5.default_image_vit_size[0], t5.default_image_history_vit_size[0], model.config.num_frames,
@@ -126,7 +130,8 @@ def train_vima(r: VimaRecipe) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
         optimizer.step()
         window.append(loss.item())
-        last = step + 1 == r.train.steps
+        timed_out = r.train.max_minutes > 0 and time.time() - started > r.train.max_minutes * 60
+        last = step + 1 == r.train.steps or timed_out
         if (step + 1) % r.train.log_every == 0 or last:
             v_loss, v_err = _validate(model, loss_fn, val)
             rows.append(f"{step + 1},{np.mean(window):.5f},{v_loss:.5f},{v_err:.2f},{time.time() - started:.0f}")
@@ -134,7 +139,37 @@ def train_vima(r: VimaRecipe) -> Path:
         if (step + 1) % r.train.save_every == 0 or last:
             save_checkpoint(model, out / "checkpoint", tokenizer=tok_path, metadata=meta)
             atomic_write_bytes(out / "loss.csv", ("\n".join(rows) + "\n").encode())
+        if timed_out:
+            print(f"train-vima: train.max_minutes={r.train.max_minutes:g} reached after step {step + 1}; saved",
+                  file=sys.stderr)
+            break
     return out / "checkpoint"
+
+
+def initial_model(r: VimaRecipe, episodes, out: Path) -> tuple[Path, UIO2Tokenizer, UIO2Model]:
+    """(tokenizer file, tokenizer, network): the `model.init` checkpoint's, or new ones for this data."""
+    if not r.model.init:
+        tok_path = out / "tokenizer.model"
+        texts = prompt_texts(episodes) + list(EXTRA_TEXTS)
+        train_tokenizer(texts * 20, tok_path, vocab_size=r.model.tokenizer_pieces)
+        tokenizer = UIO2Tokenizer(tok_path)
+        config = model_config(r.model, tokenizer.model_vocab_size, r.data.prompt_images)
+        return tok_path, tokenizer, scratch_model(config, tokenizer, r.train.seed)
+    tok_path = tokenizer_file(r.model.init)
+    if tok_path is None:
+        raise RecipeError(f"train-vima: model.init {r.model.init} has no tokenizer.model")
+    model = load_model(r.model.init, dtype=torch.float32, device=torch.device("cpu"))
+    frames = model.config.image_history_cfg.max_frames
+    if r.data.prompt_images > frames:
+        raise RecipeError(f"train-vima: data.prompt_images {r.data.prompt_images} > the model.init checkpoint's "
+                          f"{frames} history frames")
+    model.config.sequence_length["num_frames"] = r.data.prompt_images  # rotary frame positions: no new weights
+    model.config.validate()
+    tokenizer = UIO2Tokenizer(tok_path)
+    if tokenizer.vocab_size > model.config.t5_config.vocab_size:
+        raise RecipeError(f"train-vima: model.init's tokenizer has {tokenizer.vocab_size} ids, its network "
+                          f"{model.config.t5_config.vocab_size}")
+    return tok_path, tokenizer, model
 
 
 @torch.no_grad()
@@ -156,7 +191,7 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         path = train_vima(load_recipe(argv))
-    except (RecipeError, DatasetError) as exc:
+    except (RecipeError, DatasetError, CheckpointError) as exc:
         print(f"uio-robot train-vima: {exc}", file=sys.stderr)
         return 2
     print(f"checkpoint: {path}")
