@@ -16,7 +16,8 @@ files are those of `uio-robot train` (`policies.train`, `policies.recipe`); what
 one example per primitive decision, the multimodal prompt in the image history, the camera image as
 the image input, six location tokens as the target (`vima_data.PrimitiveExamples`). The checkpoint
 (`OUT/checkpoint`) is a `UIO2PrimitivePolicy` checkpoint: prompt_format "vima_primitive", the
-primitive codec over the dataset's action bounds. A loss CSV is written beside it.
+primitive codec over the dataset's action bounds. A loss CSV is written beside it, and
+`OUT/checkpoint_best` holds the weights of the lowest held-out loss seen at a log step.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def train_vima(r: VimaRecipe) -> Path:
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", file=sys.stderr)
     rows = ["step,loss,val_loss,val_bin_err,seconds"]
     order: list[int] = []
-    started, window = time.time(), []
+    started, window, best = time.time(), [], float("inf")
     for step in tqdm(range(r.train.steps), desc="train-vima", unit="step", file=sys.stderr):
         if len(order) < r.train.batch_size:
             fresh = list(range(len(data)))
@@ -136,6 +137,10 @@ def train_vima(r: VimaRecipe) -> Path:
             v_loss, v_err = _validate(model, loss_fn, val)
             rows.append(f"{step + 1},{np.mean(window):.5f},{v_loss:.5f},{v_err:.2f},{time.time() - started:.0f}")
             window = []
+            if v_loss < best:  # a small demo set overfits: keep the weights of the lowest held-out loss
+                best = v_loss
+                save_checkpoint(model, out / "checkpoint_best", tokenizer=tok_path,
+                                metadata={**meta, "step": step + 1, "val_loss": v_loss})
         if (step + 1) % r.train.save_every == 0 or last:
             save_checkpoint(model, out / "checkpoint", tokenizer=tok_path, metadata=meta)
             atomic_write_bytes(out / "loss.csv", ("\n".join(rows) + "\n").encode())

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     out = tmp_path_factory.mktemp("vima_init") / "demos"
-    args = ["--out", str(out), "--tasks", "VisualManipulation", "--episodes", "3", "--image-size", "64",
+    args = ["--out", str(out), "--tasks", "VisualManipulation", "--episodes", "5", "--image-size", "64",
             "--camera", "image"]
     assert record_vima.main(args) == 0
     return out
@@ -62,6 +62,10 @@ def test_train_vima_from_the_default_model_acts(demos, tmp_path):
     assert config["sequence_length"]["num_frames"] == 2
     for key in ("t5_config", "image_vit_cfg", "image_history_cfg"):  # the checkpoint's network, unchanged
         assert config[key] == base[key], key
+    rows = [r.split(",") for r in (out / "loss.csv").read_text().splitlines()[1:]]
+    best = json.loads((out / "checkpoint_best" / "uio_robot.json").read_text())
+    val = [float(r[2]) for r in rows]
+    assert best["step"] == int(rows[int(np.argmin(val))][0]) and best["val_loss"] == pytest.approx(min(val), abs=1e-4)
     policy = UIO2PrimitivePolicy(ckpt, device="cpu", dtype="float32")
     env = VimaEnv("VisualManipulation", image_size=64)
     raw, _ = env.reset(seed=100000)
