@@ -32,6 +32,10 @@ class LoopConfig:
     query_priority_after_s: float = 1.0  # a query waiting this long goes before control (0 = control always first)
     log_repeat_s: float = 5.0  # a repeated identical fault log line: first at once, then once per this (0 = all)
     worker: str = "thread"  # thread | process: where the policy runs (process: a spawned child; agent/README.md)
+    # Play the increment dims a robot declares (the tabletop's dx, dy, dz, dyaw) as a path anchored at the
+    # state the policy saw, so late chunks and dropped rows do not shift it (agent/tracking.py; off by
+    # default: with the shipped model it helped only at 2 ticks of latency, agent/README.md)
+    track_chunks: bool = False
 
 
 @dataclass
@@ -84,6 +88,7 @@ class EvalConfig:
 TABLETOP_ACTION_NAMES = ["dx", "dy", "dz", "dyaw", "gripper"]  # the MuJoCo tabletop suite's layout
 TABLETOP_ARM_JOINTS = [f"joint{i}" for i in range(1, 8)]
 TABLETOP_EE_STATE = ["grip_x", "grip_y", "grip_z", "grip_yaw", "gripper_opening"]
+TABLETOP_INCREMENTS = {"dx": "grip_x", "dy": "grip_y", "dz": "grip_z", "dyaw": "grip_yaw"}
 ROS_COMMAND_TYPES = ("float64_array", "twist", "joint_trajectory")
 
 
@@ -104,6 +109,10 @@ class RosConfig:
     state_names: list[str] = field(default_factory=lambda: TABLETOP_EE_STATE + TABLETOP_ARM_JOINTS)
     instruction_topic: str = "instruction"  # std_msgs/String (transient local)
     instruction: str = ""  # used until an instruction message arrives
+    # action name -> the state name it moves by about that much per tick; used (and checked) only with
+    # loop.track_chunks=true
+    increments: dict[str, str] = field(default_factory=lambda: dict(TABLETOP_INCREMENTS))
+    angle_states: list[str] = field(default_factory=lambda: ["grip_yaw"])  # compared modulo 2 pi
     action_names: list[str] = field(default_factory=lambda: list(TABLETOP_ACTION_NAMES))
     action_low: list[float] = field(default_factory=lambda: [-0.05, -0.05, -0.05, -0.3, -1.0])
     action_high: list[float] = field(default_factory=lambda: [0.05, 0.05, 0.05, 0.3, 1.0])
@@ -169,7 +178,7 @@ def _validate(cfg: AppConfig) -> None:
         ("eval.suite", cfg.eval.suite in ("tabletop", "vima", "vima_bench"), "must be tabletop|vima|vima_bench"),
         ("eval.levels", len(cfg.eval.levels) >= 1 and set(cfg.eval.levels) <= {1, 2, 3, 4}, "must be from 1-4"),
     ]
-    checks += _ros_checks(cfg.ros)
+    checks += _ros_checks(cfg.ros, cfg.loop.track_chunks)
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"config {key}={OmegaConf.select(OmegaConf.structured(cfg), key)!r}: {why}")
@@ -179,7 +188,7 @@ def validate(cfg: AppConfig) -> None:
     """Check a config that was changed after `load_config` (e.g. by ROS parameters); ConfigError names the key."""
     _validate(cfg)
 
-def _ros_checks(r: RosConfig) -> list[tuple[str, bool, str]]:
+def _ros_checks(r: RosConfig, track_chunks: bool) -> list[tuple[str, bool, str]]:
     n_act, n_cmd = len(r.action_names), len(r.command_names)
     provided = [n for names in r.state_topics.values() for n in names]
     return [
@@ -208,6 +217,11 @@ def _ros_checks(r: RosConfig) -> list[tuple[str, bool, str]]:
         ("ros.diagnostics_period_s", r.diagnostics_period_s > 0, "must be > 0"),
         ("ros.sim_rate_hz", 0 < r.sim_rate_hz <= 1000, "must be in (0, 1000]"),
         ("ros.camera_every", r.camera_every >= 1, "must be >= 1"),
+        ("ros.increments", not track_chunks or (set(r.increments) <= set(r.action_names) and set(
+            r.increments.values()) <= set(r.state_names)), "maps names in ros.action_names to names in "
+         "ros.state_names; loop.track_chunks=false when the robot's actions are not per-tick increments"),
+        ("ros.angle_states", not track_chunks or set(r.angle_states) <= set(r.state_names),
+         "names a state not in ros.state_names"),
     ]
 
 

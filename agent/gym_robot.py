@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from .protocols import ArraySpec, Observation
+from .tracking import Increments
 
 IMAGE_KEYS = ("image", "wrist_image")
 KNOWN_KEYS = frozenset(IMAGE_KEYS + ("state", "instruction"))
@@ -49,6 +50,9 @@ class GymRobot:
         self.env = env
         self.action_spec = _box_spec(env.action_space, "action", env)
         self.state_spec = _box_spec(spaces["state"], "state", env)
+        # the env's `action_increments` {action: state} and `angle_states`, when it declares them
+        self.increments = Increments.from_names(getattr(env.unwrapped, "action_increments", {}), self.action_spec,
+                                                self.state_spec, tuple(getattr(env.unwrapped, "angle_states", ())))
         if safe_action is None and np.all(self.action_spec.low <= 0) and np.all(self.action_spec.high >= 0):
             safe_action = np.zeros(self.action_spec.dim, np.float32)  # zero delta = hold still
         self.safe_action = None if safe_action is None else np.asarray(safe_action, np.float32)

@@ -9,6 +9,12 @@ Each tick: check the worker's health, take a finished chunk if one arrived, read
 send it for inference when a replan is due (every `replan_every` ticks, or when nothing covers now),
 pick the command due at the tick's scheduled time, pass it through the safety filter, send it, record.
 
+Chunk tracking (`loop.track_chunks`, opt-in). For the action dims a robot declares as per-tick
+increments of its state (`robot.increments`; the tabletop's dx, dy, dz, dyaw), an arriving chunk becomes
+a path of absolute targets anchored at the state its request saw, and each tick commands the step from
+the measured state to the target due now (agent/tracking.py). A chunk that arrives late then still leads
+where the policy meant, instead of replaying increments from wherever the arm is.
+
 Deadline policy (`LoopConfig.on_deadline`). A *fault* is any of: inference late (a request not answered
 by the tick the next one is due), inference failed (the policy raised, or returned a chunk of the wrong
 shape or with NaN/inf), the worker dead, or the worker hung (no progress for `worker_timeout_s`).
@@ -49,6 +55,7 @@ from .protocols import ActionChunk, InvalidObservation, Observation, Policy, Rob
 from .recording import EpisodeRecorder
 from .safety import INVALID_OBSERVATION, SafetyFilter, is_stale
 from .telemetry import Telemetry, TickRecord
+from .tracking import ChunkTracker, robot_increments
 from .worker import ControlResult, InferenceWorker, QueryQueueFull
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,8 @@ class ControlLoop:
         self._latencies: list[float] | None = []  # control latencies until the chunk-length check ran (once)
         self.warnings: list[str] = []  # standing problems with the setup, repeated in every run's summary
         self.chunks = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_decay)
+        increments = robot_increments(robot) if self.cfg.track_chunks else None
+        self.tracker = ChunkTracker(increments) if increments else None
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self.recorder, self.on_tick = recorder, on_tick
         self._stop = threading.Event()
@@ -165,7 +174,7 @@ class ControlLoop:
             self.chunks.reset()
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self.telemetry.warnings = self.warnings
-        self._inflight: tuple[int, int] | None = None  # (seq, tick submitted)
+        self._inflight: tuple[int, int, np.ndarray] | None = None  # (seq, tick submitted, state it saw)
         self._last_request_tick = -(10**9)
         self._fault: str | None = None  # lasts until a valid chunk arrives
         self._worker_problem: str | None = None
@@ -232,6 +241,8 @@ class ControlLoop:
         if planned is None and self._had_chunk and not self._exhausted:
             self._exhausted = True
             self._note(rec, CHUNK_EXHAUSTED)
+        if planned is not None and self.tracker is not None:  # a target on the path: step to it from here
+            planned = None if obs is None else self.tracker.step(planned, obs.state)
         action, rec.source = self._choose(planned)
         filtered = self.safety.filter(action, obs, rec.started, obs_problem=obs_problem)
         rec.interventions = filtered.reasons
@@ -262,6 +273,7 @@ class ControlLoop:
         self._worker_problem = problem
 
     def _accept(self, result: ControlResult, rec: TickRecord) -> None:
+        seen = self._inflight[2] if self._inflight is not None else None
         self._inflight = None
         rec.inference_latency_s = result.latency_s
         if result.error is not None:
@@ -273,7 +285,12 @@ class ControlLoop:
             self._fault = INVALID_CHUNK
             self._note(rec, INVALID_CHUNK, problem)
             return
-        self.telemetry.dropped_steps += self.chunks.add(result.chunk, rec.scheduled)
+        chunk = result.chunk
+        if self.tracker is not None:
+            if seen is None:  # answers a request of an earlier run: nothing to anchor it to
+                return
+            chunk = self.tracker.anchor(chunk, seen)
+        self.telemetry.dropped_steps += self.chunks.add(chunk, rec.scheduled)
         self._fault, self._had_chunk, self._exhausted = None, True, False
         self._check_chunk_length(result)
 
@@ -326,7 +343,7 @@ class ControlLoop:
 
     def _maybe_request(self, rec: TickRecord, obs: Observation | None, obs_problem: str | None) -> None:
         if self._inflight is not None:
-            seq, tick = self._inflight
+            seq, tick, _ = self._inflight
             if rec.tick - tick >= self.cfg.replan_every and self._fault != INFERENCE_LATE:
                 self._fault = INFERENCE_LATE
                 # the detail differs per request; a model slower than the replan interval repeats it each time
@@ -337,7 +354,7 @@ class ControlLoop:
         usable = (obs is not None and obs_problem is None
                   and not is_stale(obs.timestamp, rec.started, self.safety.cfg.max_obs_age_s))
         if due and usable and self._worker_problem is None:
-            self._inflight = (self.worker.submit_control(obs), rec.tick)
+            self._inflight = (self.worker.submit_control(obs), rec.tick, obs.state.copy())
             self._last_request_tick = rec.tick
 
     def _choose(self, planned: np.ndarray | None) -> tuple[np.ndarray | None, str]:
@@ -374,5 +391,6 @@ class ControlLoop:
     def _episode_meta(self) -> dict:
         spec = self.robot.action_spec
         return {"rate_hz": self.cfg.rate_hz, "replan_every": self.cfg.replan_every,
-                "on_deadline": self.cfg.on_deadline, "action_names": list(spec.names),
+                "on_deadline": self.cfg.on_deadline, "track_chunks": self.tracker is not None,
+                "action_names": list(spec.names),
                 "state_names": list(self.robot.state_spec.names)}

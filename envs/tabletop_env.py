@@ -73,6 +73,10 @@ class TabletopEnv(gym.Env):
     # checkpoint's layout can be checked against real names.
     action_names, action_units = ACTION_NAMES, ACTION_UNITS
     state_names, state_units = STATE_NAMES, STATE_UNITS
+    # Each displacement action moves the grip pose by (about) that much within one step: a runtime may
+    # play a chunk of them as a path (uio_robot.agent.tracking).
+    action_increments = {"dx": "grip_x", "dy": "grip_y", "dz": "grip_z", "dyaw": "grip_yaw"}
+    angle_states = ("grip_yaw",)
 
     def __init__(
         self,

@@ -73,7 +73,8 @@ class AgentNode:
         self.node, self.cfg, self.policy = node, cfg, policy
         period = 1.0 / cfg.loop.rate_hz
         self.robot = RosRobot(node, cfg.ros, period, cfg.safety.max_obs_age_s,
-                              estop_engaged=lambda: self.loop.safety.estop.engaged)
+                              estop_engaged=lambda: self.loop.safety.estop.engaged,
+                              track_chunks=cfg.loop.track_chunks)
         self.loop = ControlLoop(self.robot, policy, cfg.loop, cfg.safety)
         qos = reliable(cfg.ros.qos_depth)
         self.answers = node.create_publisher(String, "answer", qos)

@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from uio_robot.agent.config import RosConfig
 from uio_robot.agent.protocols import ArraySpec, InvalidObservation, Observation
+from uio_robot.agent.tracking import Increments
 
 from . import conversions as cv
 
@@ -61,10 +62,12 @@ class RosRobot:
     """See the module docstring. `estop_engaged` tells `act` to send the stop command whatever it is given."""
 
     def __init__(self, node: Node, cfg: RosConfig, period_s: float, max_obs_age_s: float = 0.5,
-                 estop_engaged: Callable[[], bool] = lambda: False):
+                 estop_engaged: Callable[[], bool] = lambda: False, track_chunks: bool = True):
         self.node, self.cfg, self.period_s, self.max_obs_age_s = node, cfg, period_s, max_obs_age_s
         self.estop_engaged = estop_engaged
         self.action_spec, self.state_spec = self.specs(cfg)
+        self.increments = Increments.from_names(cfg.increments, self.action_spec, self.state_spec,
+                                                tuple(cfg.angle_states)) if track_chunks else None
         zero_ok = np.all(self.action_spec.low <= 0) and np.all(self.action_spec.high >= 0)
         self.safe_action = np.zeros(self.action_spec.dim, np.float32) if zero_ok else None
         self.mapping = cv.CommandMapping.create(cfg.command_names, self.action_spec.dim, cfg.command_map,
