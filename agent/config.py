@@ -36,6 +36,10 @@ class LoopConfig:
     # state the policy saw, so late chunks and dropped rows do not shift it (agent/tracking.py; off by
     # default: with the shipped model it helped only at 2 ticks of latency, agent/README.md)
     track_chunks: bool = False
+    # On a tick that sends a request, wait up to this long for its chunk, so the tick's command comes from
+    # the observation it just read (row 0, as in lock step); 0 = never wait. Must leave the tick's own
+    # work room inside the period: a model that fits it gets lock-step behaviour at a fixed rate.
+    act_wait_s: float = 0.0
 
 
 @dataclass
@@ -59,6 +63,9 @@ class EnvConfig:
     image_size: int = 128
     max_steps: int = 200
     seed: int = 100000  # the first held-out scene: training data uses seeds below 100000
+    # rollout: "auto" times the model here and slows the simulated loop, if needed, to a rate at which
+    # each tick's command comes from the observation just read (agent/rollout.py); "real" = loop.* as given
+    pace: str = "auto"
 
 
 @dataclass
@@ -161,6 +168,9 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.query_priority_after_s", cfg.loop.query_priority_after_s >= 0, "must be >= 0"),
         ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
         ("loop.worker", cfg.loop.worker in ("thread", "process"), "must be thread|process"),
+        ("env.pace", cfg.env.pace in ("auto", "real"), "must be auto|real"),
+        ("loop.act_wait_s", 0 <= cfg.loop.act_wait_s * cfg.loop.rate_hz < 0.95,
+         "must be in [0, 0.95 x the period): the tick still has to observe and send its command"),
         ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),
         ("safety.position_mode", cfg.safety.position_mode in ("absolute", "delta", "velocity"),
          "must be absolute|delta|velocity"),

@@ -236,7 +236,12 @@ class ControlLoop:
         if result is not None:
             self._accept(result, rec)
         obs, obs_problem = self._observe(rec)
-        self._maybe_request(rec, obs, obs_problem)
+        if self._maybe_request(rec, obs, obs_problem) and self.cfg.act_wait_s > 0:
+            # same-tick inference: this tick's command comes from the observation just sent, if in time
+            result = self.worker.take_control_result(
+                timeout=max(0.0, rec.started + self.cfg.act_wait_s - time.monotonic()))
+            if result is not None:
+                self._accept(result, rec)
         planned = self.chunks.action_at(rec.scheduled)
         if planned is None and self._had_chunk and not self._exhausted:
             self._exhausted = True
@@ -341,14 +346,15 @@ class ControlLoop:
         rec.obs_age_s = rec.started - obs.timestamp
         return obs, None
 
-    def _maybe_request(self, rec: TickRecord, obs: Observation | None, obs_problem: str | None) -> None:
+    def _maybe_request(self, rec: TickRecord, obs: Observation | None, obs_problem: str | None) -> bool:
+        """Send `obs` for inference when a replan is due; True when a request went out on this tick."""
         if self._inflight is not None:
             seq, tick, _ = self._inflight
             if rec.tick - tick >= self.cfg.replan_every and self._fault != INFERENCE_LATE:
                 self._fault = INFERENCE_LATE
                 # the detail differs per request; a model slower than the replan interval repeats it each time
                 self._note(rec, INFERENCE_LATE, f"request {seq} from tick {tick}", key=INFERENCE_LATE)
-            return
+            return False
         due = rec.tick - self._last_request_tick >= self.cfg.replan_every or self.chunks.remaining_at(
             rec.scheduled) == 0
         usable = (obs is not None and obs_problem is None
@@ -356,6 +362,8 @@ class ControlLoop:
         if due and usable and self._worker_problem is None:
             self._inflight = (self.worker.submit_control(obs), rec.tick, obs.state.copy())
             self._last_request_tick = rec.tick
+            return True
+        return False
 
     def _choose(self, planned: np.ndarray | None) -> tuple[np.ndarray | None, str]:
         """Apply the deadline policy: the command to filter (None = safe action) and where it came from."""
@@ -372,6 +380,8 @@ class ControlLoop:
         """On the worker thread, between query decode steps: if the next step could run into the coming
         tick, wait until that tick is done. Python lets only one thread run at a time, so a decode step
         overlapping the tick would stretch it; pausing costs the query at most one tick's work."""
+        if self.worker.control_waiting:  # a tick may be waiting for it (loop.act_wait_s): serve it first
+            return
         k, scheduled = self._next_tick
         margin = self.worker.step_estimate_s + self.cfg.spin_s + 0.0005
         if time.monotonic() + margin < scheduled:

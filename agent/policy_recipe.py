@@ -56,17 +56,19 @@ def _build_warmed(recipe: PolicyRecipe, observation: Observation) -> Policy:
     return policy
 
 
-def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec) -> PolicyRecipe:
+def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec,
+                              pace_to_loop: bool = False) -> PolicyRecipe:
     """The configured policy (`policy.*`) for a robot with these specs. Simple policies get chunks 2 steps
     longer than the replanning interval: a chunk starts at its observation's time (about a tick before
-    the request) and arrives a tick later."""
+    the request) and arrives a tick later. `pace_to_loop`: a model's rows are due one loop period apart
+    (a simulator, where one tick is one env step whatever the wall-clock rate)."""
     from uio_robot.policies.factory import build_policy
 
     p = cfg.policy
     return PolicyRecipe(build_policy, dict(
         kind=p.kind, action_spec=action_spec, state_spec=state_spec, checkpoint=p.checkpoint, device=p.device,
         dtype=p.dtype, threads=p.threads, period=1.0 / cfg.loop.rate_hz, horizon=cfg.loop.replan_every + 2,
-        seed=cfg.env.seed, fast=p.fast))
+        seed=cfg.env.seed, fast=p.fast, model_period=1.0 / cfg.loop.rate_hz if pace_to_loop else None))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import numpy as np
 
 from .policy_recipe import PolicyRecipe
 from .protocols import Observation, Policy
-from .worker import ControlResult, QueryAnswer, WorkerDied, act_once, refused_query
+from .worker import ControlResult, QueryAnswer, WorkerDied, act_once, refused_query, take_result
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,9 @@ class ProcessWorker:
             self._reset_due = True
             self._cond.notify_all()
 
-    def take_control_result(self) -> ControlResult | None:
-        """The newest finished control result not taken yet (non-blocking)."""
-        with self._cond:
-            result, self._result = self._result, None
-            return result
+    def take_control_result(self, timeout: float = 0.0) -> ControlResult | None:
+        """The newest finished control result not taken yet, waiting up to `timeout` s for one."""
+        return take_result(self, timeout)
 
     def submit_query(self, images: dict[str, np.ndarray], text: str) -> Future:
         """Ask the policy a question; the Future resolves to a `QueryAnswer` (or the policy's exception).
@@ -259,6 +257,7 @@ class ProcessWorker:
             with self._cond:
                 self._result = replace(result, finished_at=now)
                 self.superseded += child_superseded
+                self._cond.notify_all()
         elif kind == "started":
             with self._cond:
                 pending = self._waiting.pop(message[1], None)

@@ -2,7 +2,7 @@
 
     uio-robot rollout [env.task=uio_robot/Reach-v0] [env.seed=100000] [policy.kind=uio2]
                       [policy.checkpoint=DIR] [loop.rate_hz=20] [loop.worker=thread|process]
-                      [out_dir=outputs] ...
+                      [env.pace=auto|real] [out_dir=outputs] ...
 
 The episode runs exactly as on a robot: the MuJoCo env behind `GymRobot`, the fixed-rate `ControlLoop`,
 the inference worker (a thread, or with `loop.worker=process` a child process that builds the policy)
@@ -10,9 +10,18 @@ and the safety filter. The policy is the shipped default model unless
 `policy.checkpoint` (or `policy.kind`) says otherwise. Afterwards the same loaded model is asked a
 question about the final scene through the runtime's query path (what a user would do beside control).
 
+Pace. One tick is one env step, whatever the wall-clock rate. With `env.pace=auto` (the default) a
+model policy is timed on this machine first; when a request does not fit comfortably in a tick at
+`loop.rate_hz`, the loop runs slower (the simulation then runs slower than real time), and every tick
+waits for the chunk of the observation it just read (`loop.act_wait_s`, re-planning every tick): the
+command always comes from the current scene, as on a GPU fast enough for same-tick inference. The
+shipped model needs that: one tick between seeing and acting costs it most of its success (agent/README.md,
+"Chunk tracking"). `env.pace=real` runs `loop.*` as given (at 20 Hz on a 2-core CPU: real time, stale chunks).
+
 Writes `<out_dir>/<Task>_seed<seed>.mp4` (the front camera at the control rate) and
 `<out_dir>/<Task>_seed<seed>.json`: {"task", "env_id", "seed", "instruction", "success", "steps",
-"policy", "checkpoint", "worker", "question", "answer", "expected_answer", "query_latency_ms",
+"policy", "checkpoint", "worker", "rate_hz", "act_wait_ms", "pace" (the env.pace=auto line or null),
+"question", "answer", "expected_answer", "query_latency_ms",
 "telemetry": <loop summary>, "video", "wall_time_s"}.
 """
 
@@ -27,7 +36,8 @@ import numpy as np
 from .config import AppConfig, load_config
 from .gym_robot import GymRobot
 from .loop import ControlLoop
-from .policy_recipe import describe_policy, policy_recipe_from_config
+from .policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
+from .protocols import Observation, Policy
 from .telemetry import TickRecord, format_table, write_json
 from .video import write_mp4
 
@@ -53,6 +63,40 @@ def fit_replanning(cfg: AppConfig, chunk: int | None) -> None:
         cfg.loop.replan_every = most
 
 
+PACE_PROBES = 4  # timed requests before choosing the pace
+PACE_MARGIN = 1.35  # period >= the slowest probe x this
+PACE_WAIT = 0.8  # the same-tick wait, as a fraction of the period (the rest: observing, stepping, recording)
+
+
+def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation) -> tuple[Policy | PolicyRecipe, str]:
+    """env.pace=auto: build the configured policy here and time a few requests on `obs`; set `cfg.loop` to
+    a period that holds the slowest one with a margin (never faster than `loop.rate_hz`), a same-tick wait
+    and re-planning every tick. Returns the policy to run (the built one for the thread worker, a recipe
+    at the new rate for the process worker, whose child builds its own) and a line saying what was chosen."""
+    import torch
+
+    threads = torch.get_num_threads()  # policy.threads is process-wide: a probe for a child must not keep it
+    policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec, pace_to_loop=True).build()
+    times = []
+    for _ in range(PACE_PROBES):
+        t = time.perf_counter()
+        policy.act(obs)
+        times.append(time.perf_counter() - t)
+    policy.reset()
+    slowest = max(times)
+    period = max(1.0 / cfg.loop.rate_hz, PACE_MARGIN * slowest)
+    cfg.loop.rate_hz, cfg.loop.act_wait_s, cfg.loop.replan_every = 1.0 / period, PACE_WAIT * period, 1
+    policy.period = period  # its rows are due one (new) tick apart
+    line = (f"pace: a request takes up to {slowest * 1e3:.0f} ms here, so the loop runs at {cfg.loop.rate_hz:.3g} Hz "
+            f"and each tick waits up to {cfg.loop.act_wait_s * 1e3:.0f} ms for the chunk of the observation it "
+            f"just read (env.pace=real: loop.* as given)")
+    if cfg.loop.worker == "process":
+        del policy
+        torch.set_num_threads(threads)
+        return policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec, pace_to_loop=True).warmed(obs), line
+    return policy, line
+
+
 def pick_question(robot: GymRobot, seed: int) -> dict | None:
     """One question about the current scene with its true answer (None when the env has no VQA truth)."""
     from uio_robot.envs.vqa import vqa_pairs
@@ -76,20 +120,28 @@ def run(cfg: AppConfig) -> dict:
     model = describe_policy(cfg.policy)
     robot = GymRobot.make(env_id, image_size=cfg.env.image_size)
     try:
-        fit_replanning(cfg, model.chunk)
-        if model.period is not None and abs(model.period - 1.0 / cfg.loop.rate_hz) > 1e-6:
-            print(f"warning: the model was trained at {1 / model.period:g} Hz, the loop runs at "
-                  f"{cfg.loop.rate_hz:g} Hz; its per-step actions will be applied at the wrong pace")
         obs = robot.reset(seed=seed)
-        # Built by the worker loop.worker picks (here, or in its own process), warmed up on this first
-        # observation there, so one-time costs stay out of the timed episode.
-        recipe = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).warmed(obs)
+        pace = None
+        if cfg.env.pace == "auto" and cfg.policy.kind == "uio2":
+            policy, pace = fit_pace(cfg, robot, obs)
+            print(pace)
+        else:
+            fit_replanning(cfg, model.chunk)
+            # Built by the worker loop.worker picks (here, or in its own process), warmed up on this first
+            # observation there, so one-time costs stay out of the timed episode. One env step per tick:
+            # the model's rows are due a loop period apart, whatever the rate.
+            policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec,
+                                               pace_to_loop=True).warmed(obs)
+        if model.period is not None and abs(model.period - 1.0 / cfg.loop.rate_hz) > 1e-6:
+            print(f"note: the model was trained at {1 / model.period:g} Hz and the loop runs at "
+                  f"{cfg.loop.rate_hz:.3g} Hz: the simulation runs at {model.period * cfg.loop.rate_hz:.2g}x real "
+                  f"time (one env step per tick)")
         frames: list[np.ndarray] = [obs.images[camera]]
 
         def grab(_: TickRecord) -> None:
             frames.append(robot.observe().images[camera])
 
-        loop = ControlLoop(robot, recipe, cfg.loop, cfg.safety, on_tick=grab)
+        loop = ControlLoop(robot, policy, cfg.loop, cfg.safety, on_tick=grab)
         try:
             summary = loop.run(max_ticks=cfg.loop.max_ticks or cfg.env.max_steps, seed=seed)
             success = robot.is_success()
@@ -104,11 +156,13 @@ def run(cfg: AppConfig) -> dict:
     finally:
         robot.close()
     out = Path(cfg.out_dir)
-    video = write_mp4(frames, out / f"{task}_seed{seed}.mp4", fps=cfg.loop.rate_hz)
+    fps = 1.0 / model.period if model.period else cfg.loop.rate_hz  # sim time: one frame per env step
+    video = write_mp4(frames, out / f"{task}_seed{seed}.mp4", fps=fps)
     result = {
         "task": task, "env_id": env_id, "seed": seed, "instruction": instruction, "success": bool(success),
         "steps": summary["ticks"], "policy": cfg.policy.kind,
         "checkpoint": str(model.directory) if model.directory else None, "worker": cfg.loop.worker,
+        "rate_hz": round(cfg.loop.rate_hz, 3), "act_wait_ms": round(cfg.loop.act_wait_s * 1e3, 1), "pace": pace,
         "question": qa["question"] if qa else None, "answer": answer,
         "expected_answer": qa["answer"] if qa else None, "query_latency_ms": query_ms,
         "telemetry": summary, "video": str(video),

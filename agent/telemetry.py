@@ -97,7 +97,7 @@ def _fmt(stats: dict, keys: tuple[str, ...]) -> str:
 def format_table(s: dict) -> str:
     """The summary as an aligned text table."""
     rows = [
-        ("rate", f"{s['rate_hz'] if s['rate_hz'] is not None else '-'} Hz (target {s['target_rate_hz']} Hz)"),
+        ("rate", f"{s['rate_hz'] if s['rate_hz'] is not None else '-'} Hz (target {s['target_rate_hz']:.4g} Hz)"),
         ("ticks", str(s["ticks"])),
         ("overruns", f"{s['overruns']} (missed deadlines {s['missed_deadlines']})"),
         ("inference latency ms", _fmt(s["latency_ms"], ("p50", "p90", "p99", "max")) + f"  n {s['latency_ms']['n']}"),

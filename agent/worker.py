@@ -47,6 +47,16 @@ class QueryQueueFull(RuntimeError):
     """A query arrived while `max_pending_queries` were already waiting; it was not queued."""
 
 
+def take_result(worker, timeout: float) -> ControlResult | None:
+    """The newest finished control result not taken yet, waiting up to `timeout` s for one. Both workers
+    keep it in `_result` under `_cond` and notify when they set it."""
+    with worker._cond:
+        if timeout > 0:
+            worker._cond.wait_for(lambda: worker._result is not None, timeout)
+        result, worker._result = worker._result, None
+        return result
+
+
 def refused_query(worker, running: bool, waiting: int) -> Future | None:
     """The admission rule both workers apply (under their lock): a Future already failed with
     `WorkerDied` when the worker is not running, or with `QueryQueueFull` (counted in the worker's
@@ -196,11 +206,9 @@ class InferenceWorker:
         with self._cond:
             self._reset_due = True
 
-    def take_control_result(self) -> ControlResult | None:
-        """The newest finished control result not taken yet (non-blocking)."""
-        with self._cond:
-            result, self._result = self._result, None
-            return result
+    def take_control_result(self, timeout: float = 0.0) -> ControlResult | None:
+        """The newest finished control result not taken yet, waiting up to `timeout` s for one."""
+        return take_result(self, timeout)
 
     @property
     def control_waiting(self) -> bool:
@@ -269,6 +277,7 @@ class InferenceWorker:
         result = ControlResult(req.seq, chunk, error, req.submitted_at, started, time.monotonic())
         with self._cond:
             self._result = result
+            self._cond.notify_all()
         self._progress_at = time.monotonic()
         self._busy_since = outer_busy
 

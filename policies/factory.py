@@ -63,10 +63,12 @@ def load_replay_actions(path: str | Path) -> np.ndarray:
 
 def build_policy(kind: str, action_spec: ArraySpec, state_spec: ArraySpec, *, checkpoint: str = "",
                  device: str = "auto", dtype: str = "auto", period: float = 0.05, horizon: int = 4,
-                 seed: int = 0, threads: int = 0, fast: bool | None = None) -> Policy:
+                 seed: int = 0, threads: int = 0, fast: bool | None = None,
+                 model_period: float | None = None) -> Policy:
     """A ready policy for a robot with these specs; `period`/`horizon` apply to the simple kinds.
 
-    A UIO2 policy keeps the control period and chunk length it was trained with; `fast` picks its decode
+    A UIO2 policy keeps the chunk length it was trained with, and its control period unless `model_period`
+    sets how far apart its rows are due (a simulator run slower than real time); `fast` picks its decode
     path (None: the static-cache path on a GPU only). `threads` > 0 sets
     torch's CPU thread count (process-wide): a small model on a busy CPU runs several times faster on
     one thread than on threads that wait for each other.
@@ -79,7 +81,8 @@ def build_policy(kind: str, action_spec: ArraySpec, state_spec: ArraySpec, *, ch
         if threads:
             torch.set_num_threads(threads)
 
-        policy = UIO2Policy(resolve_checkpoint(checkpoint), device=device, dtype=dtype, fast=fast)
+        policy = UIO2Policy(resolve_checkpoint(checkpoint), device=device, dtype=dtype, fast=fast,
+                            period=model_period)
         policy.check_spec(action_spec, state_spec)
         return policy
     if kind == "zero":

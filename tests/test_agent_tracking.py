@@ -121,3 +121,25 @@ def test_the_tabletop_declares_its_increments():
         assert robot.increments.angle == (False, False, False, True)
     finally:
         robot.close()
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.04])
+def test_same_tick_wait_plays_row_zero_of_the_fresh_chunk(wait):
+    """loop.act_wait_s: the tick that sends a request waits for its chunk, so nothing is dropped and each
+    tick's command comes from the observation it just read; without the wait, row 0 is always late."""
+    robot = Rail()
+    policy = StandInPolicy(ACTIONS, horizon=6, period=PERIOD, compute_ms=10)
+    cfg = LoopConfig(rate_hz=1 / PERIOD, replan_every=1, act_wait_s=wait, spin_s=0.0005)
+    with ControlLoop(robot, policy, cfg) as loop:
+        summary = loop.run(max_ticks=20)
+    assert summary["latency_ms"]["n"] >= 18  # a chunk (nearly) every tick either way
+    if wait:  # each chunk taken on its own tick: row 0 played, nothing dropped (a rare slow request aside)
+        assert summary["dropped_steps"] <= 2 and summary["overruns"] == 0
+    else:  # each chunk taken a tick later: its row 0 is always in the past
+        assert summary["dropped_steps"] >= 15
+
+
+def test_same_tick_wait_must_leave_the_tick_room():
+    with pytest.raises(ConfigError, match="loop.act_wait_s"):
+        load_config(["loop.rate_hz=20", "loop.act_wait_s=0.05"])
+    assert load_config(["loop.rate_hz=20", "loop.act_wait_s=0.04"]).loop.act_wait_s == 0.04
