@@ -9,6 +9,12 @@ Each tick: check the worker's health, take a finished chunk if one arrived, read
 send it for inference when a replan is due (every `replan_every` ticks, or when nothing covers now),
 pick the command due at the tick's scheduled time, pass it through the safety filter, send it, record.
 
+Same-tick inference (`loop.act_wait_s`, 0 = off). A tick that sends a request waits up to that long for
+its chunk, so the tick's command is row 0 of a chunk computed from the observation the tick just read,
+as in lock step. A request that misses the wait is taken when it arrives, like any late chunk. The wait
+must leave the tick room for its own work (checked: < 0.95 x the period); the thread worker's query
+decoding does not pause for a tick that is waiting for control.
+
 Chunk tracking (`loop.track_chunks`, opt-in). For the action dims a robot declares as per-tick
 increments of its state (`robot.increments`; the tabletop's dx, dy, dz, dyaw), an arriving chunk becomes
 a path of absolute targets anchored at the state its request saw, and each tick commands the step from
