@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from uio_robot.policies.codec import Codec
 from uio_robot.policies.dataset import DatasetError, atomic_save_npz, atomic_write_bytes, read_json_index
+from uio_robot.policies.prompts import location_text
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
 
@@ -156,10 +157,49 @@ class PrimitiveExamples(Dataset):
         e, t = self.items[idx]
         ep = self.episodes[e]
         image_size, history_size, num_frames, max_text_len = self.sizes
-        text, images = multimodal_prompt(ep.parts, num_frames)
+        parts, target = self._prompt_and_target(ep, t)
+        text, images = multimodal_prompt(parts, num_frames)
         return preprocess_example(self.tokenizer, text, image=ep.observation[t], image_history=images or None,
-                                  text_targets=primitive_target(self.codec, ep.action[t]), num_frames=num_frames,
-                                  image_size=image_size, history_size=history_size, max_text_len=max_text_len)
+                                  text_targets=target, num_frames=num_frames, image_size=image_size,
+                                  history_size=history_size, max_text_len=max_text_len)
+
+    def _prompt_and_target(self, ep: VimaEpisode, t: int) -> tuple[list, str]:
+        return ep.parts, primitive_target(self.codec, ep.action[t])
+
+
+# Templates whose first prompt image is the object the first primitive picks up, at the pick pose (pose0
+# x, y = the object's centre). Push is left out: its pose0 is the hand's start behind the object.
+WHERE_TEMPLATES = ("put the {dragged_obj} into the {base_obj}.",)
+WHERE_QUESTION = ("where is", "?")  # "where is <image_history_1> ?"
+
+
+def where_parts(ep: VimaEpisode) -> list:
+    """The grounding question about the episode's picked object, as interleaved prompt parts."""
+    before, after = WHERE_QUESTION
+    image = next(p for p in ep.parts if not isinstance(p, str))
+    return [before, image, after]
+
+
+def where_target(codec: Codec, action: np.ndarray) -> str:
+    """The pick's x, y location tokens: the first two of the primitive target, same codec and bins."""
+    return location_text(codec.encode_actions(np.asarray(action, np.float64).reshape(1, -1))[:2])
+
+
+class WhereExamples(PrimitiveExamples):
+    """One grounding example per suitable episode: "where is <image_history_1> ?" with the picked
+    object's prompt image, on the episode's first frame -> the two location tokens of the oracle's pick
+    x, y. Why: the primitive targets alone never taught the network to find a prompt image in the scene
+    (it picks the prompted one of two objects at chance), the default model learned grounding from
+    "where is" questions first."""
+
+    def __init__(self, episodes: Sequence[VimaEpisode], tokenizer, codec: Codec, image_size: int,
+                 history_size: int, num_frames: int, max_text_len: int):
+        super().__init__([ep for ep in episodes if ep.template in WHERE_TEMPLATES], tokenizer, codec, image_size,
+                         history_size, num_frames, max_text_len)
+        self.items = [(e, 0) for e in range(len(self.episodes))]
+
+    def _prompt_and_target(self, ep: VimaEpisode, t: int) -> tuple[list, str]:
+        return where_parts(ep), where_target(self.codec, ep.action[t])
 
 
 def prompt_texts(episodes: Sequence[VimaEpisode]) -> list[str]:

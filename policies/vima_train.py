@@ -18,6 +18,13 @@ the image input, six location tokens as the target (`vima_data.PrimitiveExamples
 (`OUT/checkpoint`) is a `UIO2PrimitivePolicy` checkpoint: prompt_format "vima_primitive", the
 primitive codec over the dataset's action bounds. A loss CSV is written beside it, and
 `OUT/checkpoint_best` holds the weights of the lowest held-out loss seen at a log step.
+
+`data.where_fraction=F` (default 0) makes that share of every batch grounding questions,
+"where is <image_history_1> ?" -> the picked object's x, y location tokens (`vima_data.WhereExamples`),
+built from the pick-and-place demos' first frames; the CSV then also has their held-out bin error. Why:
+a primitive policy must first find the prompted object, and the primitive targets alone did not teach
+it (see envs/vima/README.md). A grounding stage is a run with a high F, then a run from its checkpoint
+(`model.init`) with a lower one.
 """
 
 from __future__ import annotations
@@ -40,7 +47,14 @@ from uio_robot.policies.uio2.checkpoint import CheckpointError, load_model, save
 from uio_robot.policies.uio2.model import UIO2Model, to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
-from uio_robot.policies.vima_data import PrimitiveExamples, load_episodes, prompt_texts
+from uio_robot.policies.vima_data import (
+    WHERE_QUESTION,
+    WHERE_TEMPLATES,
+    PrimitiveExamples,
+    WhereExamples,
+    load_episodes,
+    prompt_texts,
+)
 from uio_robot.policies.vima_prompts import PROMPT_FORMAT, primitive_codec
 
 # Words of every VIMA-style prompt, also those of tasks absent from the demonstrations (level 4), so the
@@ -55,6 +69,7 @@ class VimaData:
     tasks: list[str] = field(default_factory=list)  # empty: every task in the dataset
     val_episodes: int = 10
     prompt_images: int = 2  # image-history frames = most prompt images per request
+    where_fraction: float = 0.0  # share of each batch that is "where is <image_history_1> ?" grounding
 
 
 @dataclass
@@ -77,6 +92,8 @@ def load_recipe(overrides: list[str]) -> VimaRecipe:
     validate_optim(recipe.train)
     if recipe.data.prompt_images < 1:
         raise RecipeError("train-vima: data.prompt_images must be >= 1")
+    if not 0.0 <= recipe.data.where_fraction < 1.0:
+        raise RecipeError(f"train-vima: data.where_fraction must be in [0, 1), got {recipe.data.where_fraction}")
     return recipe
 
 
@@ -104,25 +121,34 @@ def train_vima(r: VimaRecipe) -> Path:
              t5.encoder_max_text_length)
     data = PrimitiveExamples(train_eps, tokenizer, codec, *sizes)
     val = PrimitiveExamples(val_eps, tokenizer, codec, *sizes)
+    where, where_val = WhereExamples(train_eps, tokenizer, codec, *sizes), WhereExamples(val_eps, tokenizer, codec,
+                                                                                          *sizes)
+    n_where = round(r.train.batch_size * r.data.where_fraction)
+    if n_where and not len(where):
+        raise RecipeError(f"train-vima: data.where_fraction > 0 but no training episode has a template in "
+                          f"{WHERE_TEMPLATES}")
     loss_fn = TokenLoss(tokenizer, t5.vocab_size, r.train.location_sigma, torch.device("cpu"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay,
                                   betas=(0.9, 0.95))
     meta = {"codec": codec.to_dict(), "action_format": ActionFormat(chunk=1, camera=index["camera"]).to_dict(),
             "prompt_format": PROMPT_FORMAT, "control_period_s": 1.0,
             "train": {"recipe": OmegaConf.to_container(OmegaConf.structured(r)), "episodes": len(train_eps),
-                      "examples": len(data), "tasks": sorted({e.task for e in train_eps})}}
-    print(f"train-vima: {len(train_eps)} episodes, {len(data)} examples, {len(val)} validation examples, model "
+                      "examples": len(data), "where_examples": len(where) if n_where else 0,
+                      "tasks": sorted({e.task for e in train_eps})}}
+    print(f"train-vima: {len(train_eps)} episodes, {len(data)} examples, {len(val)} validation examples, "
+          f"{len(where) if n_where else 0} where examples ({n_where} per batch), model "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", file=sys.stderr)
-    rows = ["step,loss,val_loss,val_bin_err,seconds"]
+    rows = ["step,loss,val_loss,val_bin_err,seconds" + (",val_where_bin_err" if n_where else "")]
     order: list[int] = []
+    where_order: list[int] = []
     started, window, best = time.time(), [], float("inf")
     for step in tqdm(range(r.train.steps), desc="train-vima", unit="step", file=sys.stderr):
-        if len(order) < r.train.batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[:r.train.batch_size], order[r.train.batch_size:]
-        batch = to_batch(build_batch([data[i] for i in idx]), torch.device("cpu"))
+        idx, order = _draw(order, len(data), r.train.batch_size - n_where, rng)
+        examples = [data[i] for i in idx]
+        if n_where:
+            w_idx, where_order = _draw(where_order, len(where), n_where, rng)
+            examples += [where[i] for i in w_idx]
+        batch = to_batch(build_batch(examples), torch.device("cpu"))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, r)
         loss = loss_fn(model, batch)["loss"].mean()
@@ -135,7 +161,8 @@ def train_vima(r: VimaRecipe) -> Path:
         last = step + 1 == r.train.steps or timed_out
         if (step + 1) % r.train.log_every == 0 or last:
             v_loss, v_err = _validate(model, loss_fn, val)
-            rows.append(f"{step + 1},{np.mean(window):.5f},{v_loss:.5f},{v_err:.2f},{time.time() - started:.0f}")
+            row = f"{step + 1},{np.mean(window):.5f},{v_loss:.5f},{v_err:.2f},{time.time() - started:.0f}"
+            rows.append(row + (f",{_validate(model, loss_fn, where_val)[1]:.2f}" if n_where else ""))
             window = []
             if v_loss < best:  # a small demo set overfits: keep the weights of the lowest held-out loss
                 best = v_loss
@@ -151,11 +178,22 @@ def train_vima(r: VimaRecipe) -> Path:
     return out / "checkpoint"
 
 
+def _draw(order: list[int], size: int, n: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """The next `n` indices of a shuffled pass over `size` examples (a new pass appended when short)."""
+    while len(order) < n:
+        fresh = list(range(size))
+        rng.shuffle(fresh)
+        order = order + fresh
+    return order[:n], order[n:]
+
+
 def initial_model(r: VimaRecipe, episodes, out: Path) -> tuple[Path, UIO2Tokenizer, UIO2Model]:
     """(tokenizer file, tokenizer, network): the `model.init` checkpoint's, or new ones for this data."""
     if not r.model.init:
         tok_path = out / "tokenizer.model"
         texts = prompt_texts(episodes) + list(EXTRA_TEXTS)
+        if r.data.where_fraction:
+            texts.append(" ".join(WHERE_QUESTION))
         train_tokenizer(texts * 20, tok_path, vocab_size=r.model.tokenizer_pieces)
         tokenizer = UIO2Tokenizer(tok_path)
         config = model_config(r.model, tokenizer.model_vocab_size, r.data.prompt_images)

@@ -13,9 +13,10 @@ from uio_robot.envs.vima import VimaEnv, observation_prompt
 from uio_robot.policies import vima_train
 from uio_robot.policies.codec import NUM_BINS
 from uio_robot.policies.types import Observation
+from uio_robot.policies.uio2.preprocess import preprocess_image
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
 from uio_robot.policies.uio2_primitive_policy import UIO2PrimitivePolicy
-from uio_robot.policies.vima_data import PrimitiveExamples, join_parts, load_episodes, split_parts
+from uio_robot.policies.vima_data import PrimitiveExamples, WhereExamples, join_parts, load_episodes, split_parts
 from uio_robot.policies.vima_prompts import primitive_codec
 
 TINY = ["model.image_size=32", "model.history_size=32", "model.emb_dim=64", "model.mlp_dim=128",
@@ -57,6 +58,39 @@ def test_recorded_demos_and_their_examples(demos, tmp_path):
     assert np.all(np.abs(decoded - episodes[0].action[0]) <= codec.action.half_bin() + 1e-5)
 
 
+def test_where_examples_ask_for_the_picked_objects_recorded_position(demos, tmp_path):
+    index, episodes = load_episodes(demos)
+    codec = primitive_codec(index["action_low"], index["action_high"])
+    tok = UIO2Tokenizer(train_tokenizer(["put the into the rearrange to this where is ?"] * 20, tmp_path / "t.model",
+                                        300))
+    where = WhereExamples(episodes, tok, codec, 32, 32, 2, 64)
+    picked = [e for e in episodes if e.task == "VisualManipulation"]  # Rearrange's prompt image is a scene
+    assert len(where) == len(picked) == 3
+    for i, ep in enumerate(picked):
+        ex = where[i]
+        assert "where is <image_history_1> ?" in tok.decode(ex["inputs/text/tokens"].tolist())
+        prompt_object = next(p for p in ep.parts if not isinstance(p, str))  # the {dragged_obj} image
+        np.testing.assert_array_equal(ex["inputs/image_history/input"][0], preprocess_image(prompt_object, 32, "x")[0])
+        assert ex["inputs/image_history/mask"][0].all() and not ex["inputs/image_history/mask"][1].any()
+        np.testing.assert_array_equal(ex["inputs/image/input"], preprocess_image(ep.observation[0], 32, "x")[0])
+        targets = [t for t in ex["targets/text/targets"].tolist() if t > 1]
+        bins = [tok.location_bin(t) for t in targets]
+        recorded = codec.encode_actions(ep.action[:1])  # the oracle's pick x, y bins, as the primitive target's
+        assert bins == recorded[:2].tolist()
+
+
+def test_train_vima_with_where_questions(demos, tmp_path):
+    out = tmp_path / "run"
+    rc = vima_train.main([f"data.dir={demos}", f"out_dir={out}", "train.steps=2", "train.batch_size=4",
+                          "train.log_every=1", "data.val_episodes=2", "data.where_fraction=0.5", *TINY])
+    assert rc == 0
+    rows = [r.split(",") for r in (out / "loss.csv").read_text().splitlines()]
+    assert rows[0][-1] == "val_where_bin_err" and len(rows) == 3
+    assert all(np.isfinite(float(r[1])) for r in rows[1:])  # the one held-out episode here is a Rearrange one
+    meta = json.loads((out / "checkpoint" / "uio_robot.json").read_text())
+    assert meta["train"]["where_examples"] > 0
+
+
 def test_split_and_join_parts_round_trip():
     a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
     parts = ["this is a", a, ".", b, "now"]
@@ -88,7 +122,9 @@ def test_train_vima_bad_input(tmp_path, capsys):
     assert "index.json" in capsys.readouterr().err
     assert vima_train.main(["train.stepz=3"]) == 2
     for bad, field in (("train.lr=0", "train.lr"), ("train.steps=0", "train.steps"), ("data.prompt_images=0",
-                                                                                      "data.prompt_images")):
+                                                                                      "data.prompt_images"),
+                       ("data.where_fraction=1", "data.where_fraction"),
+                       ("data.where_fraction=-0.1", "data.where_fraction")):
         with pytest.raises(vima_train.RecipeError, match=field):
             vima_train.load_recipe([bad])
     recipe = vima_train.load_recipe([])  # the VIMA defaults on the main trainer's OptimRecipe
