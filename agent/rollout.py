@@ -13,10 +13,11 @@ question about the final scene through the runtime's query path (what a user wou
 Pace. One tick is one env step, whatever the wall-clock rate. With `env.pace=auto` (the default) a
 model policy is timed on this machine first; when a request does not fit comfortably in a tick at
 `loop.rate_hz`, the loop runs slower (the simulation then runs slower than real time), and every tick
-waits for the chunk of the observation it just read (`loop.act_wait_s`, re-planning every tick): the
-command always comes from the current scene, as on a GPU fast enough for same-tick inference. The
-shipped model needs that: one tick between seeing and acting costs it most of its success (agent/README.md,
-"Chunk tracking"). `env.pace=real` runs `loop.*` as given (at 20 Hz on a 2-core CPU: real time, stale chunks).
+on which it asks for a chunk waits for it (`loop.act_wait_s`), so each chunk plays from row 0 on the
+tick of its observation, as in lock-step `uio-robot eval`, and as on a GPU fast enough for same-tick
+inference. The shipped model needs that: one tick between seeing and acting costs it most of its
+success (agent/README.md, "Chunk tracking"). `env.pace=real` runs `loop.*` as given (at 20 Hz on a
+2-core CPU: real time, stale chunks).
 
 Writes `<out_dir>/<Task>_seed<seed>.mp4` (the front camera at the control rate) and
 `<out_dir>/<Task>_seed<seed>.json`: {"task", "env_id", "seed", "instruction", "success", "steps",
@@ -68,11 +69,14 @@ PACE_MARGIN = 1.35  # period >= the slowest probe x this
 PACE_WAIT = 0.8  # the same-tick wait, as a fraction of the period (the rest: observing, stepping, recording)
 
 
-def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation) -> tuple[Policy | PolicyRecipe, str]:
+def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
+             chunk: int | None) -> tuple[Policy | PolicyRecipe, str]:
     """env.pace=auto: build the configured policy here and time a few requests on `obs`; set `cfg.loop` to
-    a period that holds the slowest one with a margin (never faster than `loop.rate_hz`), a same-tick wait
-    and re-planning every tick. Returns the policy to run (the built one for the thread worker, a recipe
-    at the new rate for the process worker, whose child builds its own) and a line saying what was chosen."""
+    a period that holds the slowest one with a margin (never faster than `loop.rate_hz`) and a same-tick
+    wait. A chunk then arrives on the tick that asked for it, so re-planning every `loop.replan_every`
+    ticks (at most the chunk length) plays rows 0.. of each chunk, exactly as lock-step eval does.
+    Returns the policy to run (the built one for the thread worker, a recipe at the new rate for the
+    process worker, whose child builds its own) and a line saying what was chosen."""
     import torch
 
     threads = torch.get_num_threads()  # policy.threads is process-wide: a probe for a child must not keep it
@@ -85,7 +89,8 @@ def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation) -> tuple[Policy 
     policy.reset()
     slowest = max(times)
     period = max(1.0 / cfg.loop.rate_hz, PACE_MARGIN * slowest)
-    cfg.loop.rate_hz, cfg.loop.act_wait_s, cfg.loop.replan_every = 1.0 / period, PACE_WAIT * period, 1
+    cfg.loop.rate_hz, cfg.loop.act_wait_s = 1.0 / period, PACE_WAIT * period
+    cfg.loop.replan_every = min(cfg.loop.replan_every, chunk or cfg.loop.replan_every)
     policy.period = period  # its rows are due one (new) tick apart
     line = (f"pace: a request takes up to {slowest * 1e3:.0f} ms here, so the loop runs at {cfg.loop.rate_hz:.3g} Hz "
             f"and each tick waits up to {cfg.loop.act_wait_s * 1e3:.0f} ms for the chunk of the observation it "
@@ -123,7 +128,7 @@ def run(cfg: AppConfig) -> dict:
         obs = robot.reset(seed=seed)
         pace = None
         if cfg.env.pace == "auto" and cfg.policy.kind == "uio2":
-            policy, pace = fit_pace(cfg, robot, obs)
+            policy, pace = fit_pace(cfg, robot, obs, model.chunk)
             print(pace)
         else:
             fit_replanning(cfg, model.chunk)

@@ -41,10 +41,12 @@ def test_rollout_writes_video_and_json(tmp_path, capsys):
     assert "outcome" in printed and "question" in printed and "answer" in printed
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
     assert torch.get_num_threads() == 1  # policy.threads reached torch
-    # env.pace=auto: timed, a rate whose period holds a request, same-tick waits, a chunk every tick
+    # env.pace=auto: timed, a rate whose period holds a request, same-tick waits: most chunks play from
+    # row 0 on the tick that asked for them (a request that missed its wait drops at least one row)
     assert result["pace"] and result["pace"] in printed and 0 < result["rate_hz"] <= 20
     assert result["act_wait_ms"] == pytest.approx(800 / result["rate_hz"], rel=1e-3)
-    assert result["telemetry"]["latency_ms"]["n"] >= result["steps"] - 1  # a request on (nearly) every tick
+    telemetry = result["telemetry"]
+    assert telemetry["latency_ms"]["n"] >= 2 and telemetry["dropped_steps"] < telemetry["latency_ms"]["n"]
 
 
 def test_rollout_with_a_baseline_policy(tmp_path, capsys):
