@@ -90,6 +90,9 @@ def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
     slowest = max(times)
     period = max(1.0 / cfg.loop.rate_hz, PACE_MARGIN * slowest)
     cfg.loop.rate_hz, cfg.loop.act_wait_s = 1.0 / period, PACE_WAIT * period
+    # A simulated observation is a period old at the next tick, and nothing moves meanwhile: the staleness
+    # watchdog must not take a slow pace for a dead camera.
+    cfg.safety.max_obs_age_s = max(cfg.safety.max_obs_age_s, 2 * period)
     cfg.loop.replan_every = min(cfg.loop.replan_every, chunk or cfg.loop.replan_every)
     policy.period = period  # its rows are due one (new) tick apart
     line = (f"pace: a request takes up to {slowest * 1e3:.0f} ms here, so the loop runs at {cfg.loop.rate_hz:.3g} Hz "
