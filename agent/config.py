@@ -77,6 +77,9 @@ class PolicyConfig:
     threads: int = 1  # torch CPU threads for the model (0 = torch's default); 1 leaves the other cores to the
     # robot or simulator: on 2 cores the shipped model takes ~110 ms per request on 1 thread, ~210 on 2
     fast: bool = True  # static-cache greedy decoding (CUDA graphs on a GPU; on a CPU as fast, faster under load)
+    # seconds between a model's chunk rows; 0 = the period it was trained at. Set it to the robot's period
+    # when the robot ticks at another rate and each model step should be one tick (rollout's env.pace does)
+    period_s: float = 0.0
 
 
 @dataclass
@@ -169,6 +172,7 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
         ("loop.worker", cfg.loop.worker in ("thread", "process"), "must be thread|process"),
         ("env.pace", cfg.env.pace in ("auto", "real"), "must be auto|real"),
+        ("policy.period_s", 0 <= cfg.policy.period_s <= 10, "must be in [0, 10] seconds (0 = the model's own)"),
         ("loop.act_wait_s", 0 <= cfg.loop.act_wait_s * cfg.loop.rate_hz < 0.95,
          "must be in [0, 0.95 x the period): the tick still has to observe and send its command"),
         ("safety.max_obs_age_s", cfg.safety.max_obs_age_s > 0, "must be > 0"),

@@ -68,7 +68,8 @@ def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec
     return PolicyRecipe(build_policy, dict(
         kind=p.kind, action_spec=action_spec, state_spec=state_spec, checkpoint=p.checkpoint, device=p.device,
         dtype=p.dtype, threads=p.threads, period=1.0 / cfg.loop.rate_hz, horizon=cfg.loop.replan_every + 2,
-        seed=cfg.env.seed, fast=p.fast, model_period=1.0 / cfg.loop.rate_hz if pace_to_loop else None))
+        seed=cfg.env.seed, fast=p.fast,
+        model_period=1.0 / cfg.loop.rate_hz if pace_to_loop else (p.period_s or None)))
 
 
 @dataclass(frozen=True)

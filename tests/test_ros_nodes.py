@@ -57,17 +57,17 @@ def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
     env, start, peer = ros
     # The shipped default model drives the arm (no policy.checkpoint: the default); seed 100003 is a held-out
     # Reach scene. The episode runs all its ticks (ros.stop_on_success=false) so the query is answered inside it.
-    # 20 Hz, the model's rate; re-planning every 2 ticks leaves the model 200 ms of the 300 ms a 6-step chunk
-    # lasts (about 100 ms per request on one thread of this 2-core CPU, which the sim node shares). 15 s give
-    # a loaded machine, where some chunks arrive late, time to reach the object (about 1 s when unloaded).
-    ticks, rate = 300, 20
+    # 10 Hz with one model step per tick (policy.period_s): re-planning every 2 ticks leaves the model 400 ms
+    # of the 600 ms a 6-step chunk lasts, so it keeps up on a loaded 2-core machine too (about 100 ms per
+    # request on one idle core, 250 ms beside another job). 15 s give the arm time to reach the object.
+    ticks, rate = 150, 10
     for topic, kind, qos in (("command", Float64MultiArray, "reliable"), ("joint_states", JointState, "sensor"),
                              ("episode", String, "reliable"), ("answer", String, "reliable"),
                              ("/diagnostics", DiagnosticArray, "reliable"), ("success", Bool, "reliable")):
         peer.listen(kind, topic, qos)
     sim = start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.seed=100003", f"ros.sim_rate_hz={rate}"])
     agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2",
-                                "policy.threads=1", "ros.stop_on_success=false",
+                                f"policy.period_s={1 / rate}", "policy.threads=1", "ros.stop_on_success=false",
                                 f"ros.bag_dir={tmp_path / 'bags'}", "ros.wait_for_data_s=60"])
     peer.wait_for("command", 10, timeout=90)  # both up and the loop running
     query_sent = time.monotonic()
