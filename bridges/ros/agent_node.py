@@ -37,33 +37,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from uio_robot.agent.config import AppConfig, ConfigError, RosConfig, load_config
+from uio_robot.agent.config import AppConfig, ConfigError, RosConfig
 from uio_robot.agent.loop import ControlLoop
 from uio_robot.agent.policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
 from uio_robot.agent.protocols import ArraySpec, Observation, Policy
 from uio_robot.agent.telemetry import Telemetry
 
 from .bag import BagRecorder
+from .node_main import run_node
 from .params import declare_config
 from .ros_robot import RosRobot, reliable
 
 log = logging.getLogger("uio_robot.ros_agent")
-
-
-def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Hydra overrides before `--ros-args`, ROS arguments from it on."""
-    if "--ros-args" in argv:
-        i = argv.index("--ros-args")
-        return argv[:i], argv[i:]
-    return list(argv), []
 
 
 class AgentNode:
@@ -228,19 +218,11 @@ def blank_observation(ros: RosConfig, state_spec: ArraySpec) -> Observation:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    overrides, ros_args = split_args(argv)
-    try:
-        cfg = load_config(overrides)
-    except ConfigError as exc:
-        print(f"uio-robot ros-agent: {exc}", file=sys.stderr)
-        return 2
-    rclpy.init(args=["ros-agent", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
-    node = Node(cfg.ros.node_name)
-    executor = SingleThreadedExecutor()
+    return run_node("ros-agent", __doc__, argv, _serve)
+
+
+def _serve(node: Node, executor, cfg: AppConfig) -> int:
+    """Build the policy and the agent on `node`, spin the executor in a thread, run the episodes."""
     spinning = threading.Event()
     spinning.set()
 
@@ -269,9 +251,6 @@ def main(argv: list[str]) -> int:
         spinning.clear()
         if spinner.is_alive():
             spinner.join(timeout=2.0)
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -16,27 +16,23 @@ Service `sim/reset` (std_srvs/Trigger) starts a new episode with the next seed (
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import TwistStamped
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from uio_robot.agent.config import AppConfig, ConfigError, load_config
+from uio_robot.agent.config import AppConfig, ConfigError
 
 from . import conversions as cv
-from .agent_node import split_args
+from .node_main import run_node
 from .params import declare_config
 from .ros_robot import Throttled, latched, reliable
 
@@ -162,19 +158,11 @@ class SimRobotNode:
 
 
 def main(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    overrides, ros_args = split_args(argv)
-    try:
-        cfg = load_config(["ros.node_name=uio_robot_sim", *overrides])
-    except ConfigError as exc:
-        print(f"uio-robot ros-sim: {exc}", file=sys.stderr)
-        return 2
-    rclpy.init(args=["ros-sim", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
-    node = Node(cfg.ros.node_name)
-    executor = SingleThreadedExecutor()
+    return run_node("ros-sim", __doc__, argv, _serve, defaults=("ros.node_name=uio_robot_sim",))
+
+
+def _serve(node: Node, executor, cfg: AppConfig) -> int:
+    """Run the simulated robot on `node` until SIGINT/SIGTERM."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -190,10 +178,6 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"uio-robot ros-sim: {exc}", file=sys.stderr)
         return 2
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
