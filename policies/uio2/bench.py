@@ -218,16 +218,8 @@ def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: 
         warmup: int, vocab_size: int | None, prefetch: bool = True,
         progress: Callable[[str], None] = lambda s: None) -> dict:
     """All stage timings of one configuration, as the JSON result."""
-    torch.manual_seed(0)
-    config = preset(preset_name, vocab_size=vocab_size)
-    with torch.device(device):
-        model = UIO2Model(config)
-    if device.type == "cpu":
-        model.init_weights(0)
-    else:
-        _init_on_device(model)
-    model = model.to(dtype=dtype).eval().requires_grad_(False)
-    model.rebuild_buffers()
+    model = random_model(preset_name, device, dtype, vocab_size)
+    config = model.config
     scene = Scene(model, batch)
     gen = FastGenerator(model, max_batch=batch, max_new_tokens=ANSWER_TOKENS)
     pipe = Plain(model, scene) if plain else Fast(model, scene, gen, prefetch)
@@ -289,6 +281,21 @@ def run(preset_name: str, batch: int, plain: bool, device: torch.device, dtype: 
         "date": time.strftime("%Y-%m-%d"),
     })
     return result
+
+
+def random_model(preset_name: str, device: torch.device, dtype: torch.dtype,
+                 vocab_size: int | None = None) -> UIO2Model:
+    """A preset network with seeded random weights, built on `device` in `dtype`, ready for inference."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = UIO2Model(preset(preset_name, vocab_size=vocab_size))
+    if device.type == "cpu":
+        model.init_weights(0)
+    else:
+        _init_on_device(model)
+    model = model.to(dtype=dtype).eval().requires_grad_(False)
+    model.rebuild_buffers()
+    return model
 
 
 def _init_on_device(model: UIO2Model) -> None:
