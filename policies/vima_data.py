@@ -173,11 +173,15 @@ WHERE_TEMPLATES = ("put the {dragged_obj} into the {base_obj}.",)
 WHERE_QUESTION = ("where is", "?")  # "where is <image_history_1> ?"
 
 
-def where_parts(ep: VimaEpisode) -> list:
-    """The grounding question about the episode's picked object, as interleaved prompt parts."""
+def where_question(image: np.ndarray) -> list:
+    """"where is <image> ?" as interleaved prompt parts."""
     before, after = WHERE_QUESTION
-    image = next(p for p in ep.parts if not isinstance(p, str))
     return [before, image, after]
+
+
+def where_parts(ep: VimaEpisode) -> list:
+    """The grounding question about the episode's picked object (its first prompt image)."""
+    return where_question(next(p for p in ep.parts if not isinstance(p, str)))
 
 
 def where_target(codec: Codec, action: np.ndarray) -> str:

@@ -25,6 +25,13 @@ built from the pick-and-place demos' first frames; the CSV then also has their h
 a primitive policy must first find the prompted object, and the primitive targets alone did not teach
 it (see envs/vima/README.md). A grounding stage is a run with a high F, then a run from its checkpoint
 (`model.init`) with a lower one.
+
+`data.where_scenes=N` (default 0: off; needs `data.where_fraction` > 0) takes the where questions from
+N freshly generated scenes of the training partition instead of the demos: every object of each scene,
+with its own prompt image (`vima_grounding.generate_where_questions`, in-process at start, about 40
+scenes/s), on the demos' camera and image size; 40 more scenes at seeds from `WHERE_VAL_SEED` are the
+held-out questions. Why: the demos give one question per pick-and-place episode, too few to learn
+matching rather than memorize scenes.
 """
 
 from __future__ import annotations
@@ -55,12 +62,16 @@ from uio_robot.policies.vima_data import (
     load_episodes,
     prompt_texts,
 )
+from uio_robot.policies.vima_grounding import MAX_SCENES, GeneratedWhereExamples, generate_where_questions
 from uio_robot.policies.vima_prompts import PROMPT_FORMAT, primitive_codec
 
 # Words of every VIMA-style prompt, also those of tasks absent from the demonstrations (level 4), so the
 # tokenizer has pieces for them.
 EXTRA_TEXTS = ("put all objects with the same colour as into the", "this is a dax blicket wug zup gazer tufa fep kiki",
                "put the into the rearrange to this same shape push")
+# Held-out generated where questions: scenes at seeds from WHERE_VAL_SEED (per task; training scenes use
+# seeds below MAX_SCENES / 4 per task, evaluation seeds start at 100000).
+WHERE_VAL_SCENES, WHERE_VAL_SEED = 40, 90_000
 
 
 @dataclass
@@ -70,6 +81,7 @@ class VimaData:
     val_episodes: int = 10
     prompt_images: int = 2  # image-history frames = most prompt images per request
     where_fraction: float = 0.0  # share of each batch that is "where is <image_history_1> ?" grounding
+    where_scenes: int = 0  # > 0: the where questions come from this many generated scenes, not the demos
 
 
 @dataclass
@@ -94,6 +106,11 @@ def load_recipe(overrides: list[str]) -> VimaRecipe:
         raise RecipeError("train-vima: data.prompt_images must be >= 1")
     if not 0.0 <= recipe.data.where_fraction < 1.0:
         raise RecipeError(f"train-vima: data.where_fraction must be in [0, 1), got {recipe.data.where_fraction}")
+    if not 0 <= recipe.data.where_scenes <= MAX_SCENES:
+        raise RecipeError(f"train-vima: data.where_scenes must be in [0, {MAX_SCENES}], got {recipe.data.where_scenes}")
+    if recipe.data.where_scenes and not recipe.data.where_fraction:
+        raise RecipeError("train-vima: data.where_scenes > 0 needs data.where_fraction > 0 (no where questions "
+                          "would be drawn)")
     return recipe
 
 
@@ -121,8 +138,7 @@ def train_vima(r: VimaRecipe) -> Path:
              t5.encoder_max_text_length)
     data = PrimitiveExamples(train_eps, tokenizer, codec, *sizes)
     val = PrimitiveExamples(val_eps, tokenizer, codec, *sizes)
-    where, where_val = WhereExamples(train_eps, tokenizer, codec, *sizes), WhereExamples(val_eps, tokenizer, codec,
-                                                                                          *sizes)
+    where, where_val = where_examples(r, index, train_eps, val_eps, tokenizer, codec, sizes)
     n_where = round(r.train.batch_size * r.data.where_fraction)
     if n_where and not len(where):
         raise RecipeError(f"train-vima: data.where_fraction > 0 but no training episode has a template in "
@@ -176,6 +192,17 @@ def train_vima(r: VimaRecipe) -> Path:
                   file=sys.stderr)
             break
     return out / "checkpoint"
+
+
+def where_examples(r: VimaRecipe, index: dict, train_eps, val_eps, tokenizer, codec, sizes):
+    """(training, held-out) where questions: generated scenes' when `data.where_scenes`, else the demos'."""
+    if not r.data.where_scenes:
+        return WhereExamples(train_eps, tokenizer, codec, *sizes), WhereExamples(val_eps, tokenizer, codec, *sizes)
+    camera, image_size = index["camera"], int(index["image_size"])
+    train = generate_where_questions(r.data.where_scenes, image_size, camera)
+    val = generate_where_questions(WHERE_VAL_SCENES, image_size, camera, first_seed=WHERE_VAL_SEED)
+    return (GeneratedWhereExamples(train, tokenizer, codec, *sizes),
+            GeneratedWhereExamples(val, tokenizer, codec, *sizes))
 
 
 def _draw(order: list[int], size: int, n: int, rng: random.Random) -> tuple[list[int], list[int]]:
