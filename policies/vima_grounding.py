@@ -103,3 +103,27 @@ class GeneratedWhereExamples(Dataset):
         return preprocess_example(self.tokenizer, text, image=q.frame, image_history=images,
                                   text_targets=question_target(self.codec, q.xy), num_frames=num_frames,
                                   image_size=image_size, history_size=history_size, max_text_len=max_text_len)
+
+
+def grounding_score(policy, questions: Sequence[WhereQuestion], camera: str = "image") -> dict[str, float]:
+    """Ask a primitive policy every question; its answer is the first action's x, y (pose0).
+
+    Returns `hit` (share of answers nearest the asked object among the scene's objects), `chance`
+    (the mean of 1 / objects per question: a blind pick of one of the scene's objects), `near` (share
+    within 3 cm of the asked object) and `median_cm` (median distance to it). Why: the loss's bin error
+    says how close an answer is, not whether it names the right object, which is what a policy needs.
+    """
+    from uio_robot.policies.types import Observation
+
+    if not questions:
+        raise ValueError("grounding_score: no questions")
+    hits, chance, dists = [], [], []
+    for q in questions:
+        obs = Observation({camera: q.frame}, np.zeros(0, np.float32), where_question(q.object_image))
+        answer = np.asarray(policy.act(obs).actions[0][:2], np.float64)
+        d = {name: float(np.linalg.norm(np.asarray(xy) - answer)) for name, xy in q.scene_xy.items()}
+        hits.append(min(d, key=d.get) == q.object)
+        chance.append(1.0 / len(d))
+        dists.append(d[q.object])
+    return {"questions": len(questions), "hit": float(np.mean(hits)), "chance": float(np.mean(chance)),
+            "near": float(np.mean(np.array(dists) < 0.03)), "median_cm": float(np.median(dists) * 100)}

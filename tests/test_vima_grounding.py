@@ -11,9 +11,10 @@ import pytest
 from uio_robot.agent import record_vima
 from uio_robot.envs.vima import ACTION_HIGH, ACTION_LOW, VimaEnv
 from uio_robot.policies import vima_train
+from uio_robot.policies.types import ActionChunk
 from uio_robot.policies.uio2.preprocess import preprocess_image
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
-from uio_robot.policies.vima_grounding import GeneratedWhereExamples, generate_where_questions
+from uio_robot.policies.vima_grounding import GeneratedWhereExamples, generate_where_questions, grounding_score
 from uio_robot.policies.vima_prompts import primitive_codec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -96,3 +97,26 @@ def test_train_vima_takes_where_questions_from_generated_scenes(tmp_path):
     assert all(np.isfinite(float(r[-1])) for r in rows[1:])  # held-out generated questions were scored
     meta = json.loads((out / "checkpoint" / "uio_robot.json").read_text())
     assert meta["train"]["where_examples"] >= 8  # 4 scenes, two or more objects each
+
+
+class _Answers:
+    """A policy that answers every where question with a position chosen from the question's scene."""
+
+    def __init__(self, questions, choose):
+        self.answers = {q.object_image.tobytes() + q.frame.tobytes(): choose(q) for q in questions}
+
+    def act(self, obs):
+        key = obs.instruction[1].tobytes() + obs.images["image"].tobytes()
+        return ActionChunk(np.r_[self.answers[key], 0.0, 0.0, 0.0, 0.0], 0.0, 1.0)
+
+
+def test_grounding_score_counts_answers_nearest_the_asked_object(questions):
+    right = grounding_score(_Answers(questions, lambda q: q.xy + 0.005), questions)
+    assert right["hit"] == 1.0 and right["near"] == 1.0 and 0.4 < right["median_cm"] < 0.8
+    assert right["questions"] == len(questions)
+    assert right["chance"] == pytest.approx(np.mean([1 / len(q.scene_xy) for q in questions]))
+    other = grounding_score(_Answers(questions, lambda q: next(xy for n, xy in q.scene_xy.items() if n != q.object)),
+                            questions)
+    assert other["hit"] == 0.0 and other["median_cm"] > 3
+    with pytest.raises(ValueError, match="no questions"):
+        grounding_score(None, [])
