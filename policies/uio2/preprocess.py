@@ -81,14 +81,37 @@ def _tf_resize_weights(in_size: int, out_size: int) -> np.ndarray:
     return weight
 
 
+@lru_cache(maxsize=32)
+def _tf_resize_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The nonzero weights of `_tf_resize_weights` per output pixel: (source index [out, K] int64,
+    weight [out, K] float64), rows padded with index 0 / weight 0 to the widest span K."""
+    weight = _tf_resize_weights(in_size, out_size)
+    k = max(1, int((weight != 0).sum(axis=1).max()))
+    idx, wts = np.zeros((out_size, k), np.int64), np.zeros((out_size, k), np.float64)
+    for row in range(out_size):
+        nz = np.flatnonzero(weight[row])
+        idx[row, :nz.size], wts[row, :nz.size] = nz, weight[row, nz]
+    idx.flags.writeable = wts.flags.writeable = False  # shared through the cache
+    return idx, wts
+
+
+def _resample_axis0(x: np.ndarray, taps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    idx, wts = taps
+    out = wts[:, 0, None, None] * x[idx[:, 0]]
+    for k in range(1, idx.shape[1]):
+        out += wts[:, k, None, None] * x[idx[:, k]]
+    return out
+
+
 def tf_resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Antialiased bilinear resize of a float32 HxWxC image, as `tf.image.resize(antialias=True)`."""
-    h, w, c = image.shape
-    wy = _tf_resize_weights(h, out_h).astype(np.float64)
-    wx = _tf_resize_weights(w, out_w).astype(np.float64)
-    rows = (wy @ image.reshape(h, w * c).astype(np.float64)).reshape(out_h, w, c)  # along H
-    cols = rows.transpose(0, 2, 1).reshape(out_h * c, w) @ wx.T  # along W
-    return cols.reshape(out_h, c, out_w).transpose(0, 2, 1).astype(np.float32)
+    """Antialiased bilinear resize of a float32 HxWxC image, as `tf.image.resize(antialias=True)`.
+
+    A weighted sum over each output pixel's few source pixels (float64), not a dense matrix product:
+    BLAS would spread these small products over threads, which costs 10-40x on a busy robot CPU."""
+    h, w, _ = image.shape
+    rows = _resample_axis0(image.astype(np.float64), _tf_resize_taps(h, out_h))  # along H
+    cols = _resample_axis0(rows.transpose(1, 0, 2), _tf_resize_taps(w, out_w))  # along W
+    return cols.transpose(1, 0, 2).astype(np.float32)
 
 
 def _resize_geometry(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int, int, int, np.ndarray]:
