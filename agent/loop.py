@@ -61,7 +61,7 @@ from .protocols import ActionChunk, InvalidObservation, Observation, Policy, Rob
 from .recording import EpisodeRecorder
 from .safety import INVALID_OBSERVATION, SafetyFilter, is_stale
 from .telemetry import Telemetry, TickRecord
-from .tracking import ChunkTracker, robot_increments
+from .tracking import ChunkTracker
 from .worker import ControlResult, InferenceWorker, QueryQueueFull
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ class ControlLoop:
         self._latencies: list[float] | None = []  # control latencies until the chunk-length check ran (once)
         self.warnings: list[str] = []  # standing problems with the setup, repeated in every run's summary
         self.chunks = ChunkExecutor(self.cfg.temporal_ensemble, self.cfg.ensemble_decay)
-        increments = robot_increments(robot) if self.cfg.track_chunks else None
-        self.tracker = ChunkTracker(increments) if increments else None
+        increments = getattr(robot, "increments", None)  # robots that declare none are played as given
+        self.tracker = ChunkTracker(increments) if self.cfg.track_chunks and increments else None
         self.telemetry = Telemetry(self.cfg.rate_hz)
         self.recorder, self.on_tick = recorder, on_tick
         self._stop = threading.Event()

@@ -56,12 +56,10 @@ def _build_warmed(recipe: PolicyRecipe, observation: Observation) -> Policy:
     return policy
 
 
-def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec,
-                              pace_to_loop: bool = False) -> PolicyRecipe:
+def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec) -> PolicyRecipe:
     """The configured policy (`policy.*`) for a robot with these specs. Simple policies get chunks 2 steps
     longer than the replanning interval: a chunk starts at its observation's time (about a tick before
-    the request) and arrives a tick later. `pace_to_loop`: a model's rows are due one loop period apart
-    (a simulator, where one tick is one env step whatever the wall-clock rate)."""
+    the request) and arrives a tick later. A model's rows are `policy.period_s` apart (0: its own period)."""
     from uio_robot.policies.factory import build_policy
 
     p = cfg.policy
@@ -69,7 +67,7 @@ def policy_recipe_from_config(cfg: AppConfig, action_spec: ArraySpec, state_spec
         kind=p.kind, action_spec=action_spec, state_spec=state_spec, checkpoint=p.checkpoint, device=p.device,
         dtype=p.dtype, threads=p.threads, period=1.0 / cfg.loop.rate_hz, horizon=cfg.loop.replan_every + 2,
         seed=cfg.env.seed, fast=p.fast,
-        model_period=1.0 / cfg.loop.rate_hz if pace_to_loop else (p.period_s or None)))
+        model_period=p.period_s or None))
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
     import torch
 
     threads = torch.get_num_threads()  # policy.threads is process-wide: a probe for a child must not keep it
-    policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec, pace_to_loop=True).build()
+    policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).build()
     times = []
     for _ in range(PACE_PROBES):
         t = time.perf_counter()
@@ -94,14 +94,14 @@ def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
     # watchdog must not take a slow pace for a dead camera.
     cfg.safety.max_obs_age_s = max(cfg.safety.max_obs_age_s, 2 * period)
     cfg.loop.replan_every = min(cfg.loop.replan_every, chunk or cfg.loop.replan_every)
-    policy.period = period  # its rows are due one (new) tick apart
+    cfg.policy.period_s = policy.period = period  # its rows are due one (new) tick apart
     line = (f"pace: a request takes up to {slowest * 1e3:.0f} ms here, so the loop runs at {cfg.loop.rate_hz:.3g} Hz "
             f"and each tick waits up to {cfg.loop.act_wait_s * 1e3:.0f} ms for the chunk of the observation it "
             f"just read (env.pace=real: loop.* as given)")
     if cfg.loop.worker == "process":
         del policy
         torch.set_num_threads(threads)
-        return policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec, pace_to_loop=True).warmed(obs), line
+        return policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).warmed(obs), line
     return policy, line
 
 
@@ -129,6 +129,7 @@ def run(cfg: AppConfig) -> dict:
     robot = GymRobot.make(env_id, image_size=cfg.env.image_size)
     try:
         obs = robot.reset(seed=seed)
+        cfg.policy.period_s = 1.0 / cfg.loop.rate_hz  # one env step per tick, whatever the wall-clock rate
         pace = None
         if cfg.env.pace == "auto" and cfg.policy.kind == "uio2":
             policy, pace = fit_pace(cfg, robot, obs, model.chunk)
@@ -136,10 +137,8 @@ def run(cfg: AppConfig) -> dict:
         else:
             fit_replanning(cfg, model.chunk)
             # Built by the worker loop.worker picks (here, or in its own process), warmed up on this first
-            # observation there, so one-time costs stay out of the timed episode. One env step per tick:
-            # the model's rows are due a loop period apart, whatever the rate.
-            policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec,
-                                               pace_to_loop=True).warmed(obs)
+            # observation there, so one-time costs stay out of the timed episode.
+            policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).warmed(obs)
         if model.period is not None and abs(model.period - 1.0 / cfg.loop.rate_hz) > 1e-6:
             print(f"note: the model was trained at {1 / model.period:g} Hz and the loop runs at "
                   f"{cfg.loop.rate_hz:.3g} Hz: the simulation runs at {model.period * cfg.loop.rate_hz:.2g}x real "

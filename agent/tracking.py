@@ -48,12 +48,6 @@ class Increments:
         return bool(self.action)
 
 
-def robot_increments(robot) -> Increments | None:
-    """The robot's declared increments (`robot.increments`), or None when it declares none."""
-    inc = getattr(robot, "increments", None)
-    return inc if inc else None
-
-
 class ChunkTracker:
     """Turns increment rows into absolute targets at arrival, and targets back into steps at each tick."""
 

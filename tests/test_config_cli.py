@@ -34,7 +34,7 @@ def test_policy_period_sets_how_far_apart_model_rows_are():
     cfg = load_config(["policy.period_s=0.1", "loop.rate_hz=10"])
     assert policy_recipe_from_config(cfg, spec, spec).kwargs["model_period"] == 0.1
     assert policy_recipe_from_config(load_config([]), spec, spec).kwargs["model_period"] is None  # the model's
-    assert policy_recipe_from_config(load_config(["loop.rate_hz=4"]), spec, spec,
-                                     pace_to_loop=True).kwargs["model_period"] == 0.25
+    assert policy_recipe_from_config(load_config(["loop.rate_hz=4", "policy.period_s=0.25"]), spec,
+                                     spec).kwargs["model_period"] == 0.25
     with pytest.raises(ConfigError, match="policy.period_s"):
         load_config(["policy.period_s=-1"])
