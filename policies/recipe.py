@@ -25,6 +25,7 @@ class ModelRecipe:
     init: str | None = None  # a checkpoint directory to fine-tune instead of training from scratch
     tokenizer_pieces: int = 400  # SentencePiece pieces of a tokenizer trained from scratch
     image_size: int = 128  # main image input (small size only), multiple of 16
+    init_image_size: int = 0  # with init: fine-tune at this main image size (ViT positions resized); 0 = keep
     history_size: int = 64  # history frame input (small size only)
     emb_dim: int = 256
     encoder_layers: int = 3
@@ -119,6 +120,9 @@ def validate(r: Recipe) -> None:
         (r.data.stats_mode in ("quantile", "minmax"), "data.stats_mode", "must be quantile or minmax"),
         (r.model.image_size % 16 == 0 and r.model.history_size % 16 == 0, "model.image_size",
          "image sizes must be multiples of 16"),
+        (r.model.init_image_size >= 0 and r.model.init_image_size % 16 == 0, "model.init_image_size",
+         "must be 0 (keep the checkpoint's) or a positive multiple of 16"),
+        (not r.model.init_image_size or bool(r.model.init), "model.init_image_size", "needs model.init"),
         (r.model.tokenizer_pieces >= 300, "model.tokenizer_pieces", "must be >= 300 (byte fallback needs 259)"),
     ]
     for ok, name, message in checks:

@@ -46,6 +46,7 @@ from uio_robot.policies.dataset import (
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import Recipe, RecipeError, load_recipe, model_config, to_dict
 from uio_robot.policies.uio2.checkpoint import load_model, save_checkpoint, tokenizer_file
+from uio_robot.policies.uio2.image_size import with_image_size
 from uio_robot.policies.uio2.model import UIO2Model, to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
 from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer, train_tokenizer
@@ -259,6 +260,8 @@ def scratch_model(config, tokenizer: UIO2Tokenizer, seed: int) -> UIO2Model:
 def build_model(r: Recipe, tokenizer: UIO2Tokenizer, device: torch.device) -> UIO2Model:
     if r.model.init:
         model = load_model(r.model.init, dtype=torch.float32, device=device)
+        if r.model.init_image_size:
+            model = with_image_size(model, r.model.init_image_size)
         if r.data.history > model.config.num_frames:
             raise RecipeError(f"recipe: data.history {r.data.history} > the checkpoint's "
                               f"{model.config.num_frames} history frames")

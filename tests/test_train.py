@@ -183,3 +183,23 @@ def test_max_minutes_stops_and_saves_with_validation(demos, tmp_path):
     rows = _rows(out)
     assert rows[-1]["step"] == "2" and rows[-1]["val_action_loss"] not in ("", None)
     assert read_metadata(out / "checkpoint")["train"]["step"] == 2
+
+
+def test_fine_tuning_at_a_larger_image_size(demos, tmp_path):
+    first = train_mod.train(_recipe(demos, tmp_path / "a", "train.steps=2", "data.chunk=3"))
+    with pytest.raises(RecipeError, match="model.init_image_size"):
+        load_recipe(["model.init_image_size=64"])  # needs model.init
+    with pytest.raises(RecipeError, match="model.init_image_size"):
+        load_recipe([f"model.init={first}", "model.init_image_size=40"])
+    bigger = train_mod.train(_recipe(demos, tmp_path / "b", "train.steps=2", "data.chunk=3", f"model.init={first}",
+                                     "model.init_image_size=64"))
+    from uio_robot.policies.types import Observation
+    from uio_robot.policies.uio2.checkpoint import load_model
+    from uio_robot.policies.uio2_policy import UIO2Policy
+
+    assert load_model(bigger, device="cpu").config.t5_config.default_image_vit_size == [64, 64]
+    policy = UIO2Policy(bigger, device="cpu")
+    assert policy.image_size == 64
+    ep = load_demos(demos).episodes[0]
+    chunk = policy.act(Observation({"image": ep.images["image"][0]}, ep.state[0], ep.instruction, 0.0))
+    assert chunk.actions.shape == (3, 5) and np.all(np.isfinite(chunk.actions))
