@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,14 +354,15 @@ class ActionExamples(Dataset):
 
 class VQAExamples(Dataset):
     """One example per question/answer pair of the scenes of one split (of `kinds` only, if given);
-    "where" pairs (the grounding that control also needs) can be repeated `where_repeat` times."""
+    a kind in `repeat` counts that many times (rare or hard kinds, or the grounding control needs)."""
 
     def __init__(self, scenes: Sequence[Scene], tokenizer, fmt: ExampleFormat, split: str = "train",
-                 where_repeat: int = 1, kinds: Sequence[str] = ()):
+                 repeat: Mapping[str, int] | None = None, kinds: Sequence[str] = ()):
         self.scenes, self.tokenizer, self.fmt = list(scenes), tokenizer, fmt
+        repeat = repeat or {}
         self.items = [(i, j) for i, s in enumerate(self.scenes) if vqa_split(s.seed) == split
                       for j, pair in enumerate(s.vqa) if not kinds or pair["kind"] in kinds
-                      for _ in range(where_repeat if pair["kind"] == "where" else 1)]
+                      for _ in range(repeat.get(pair["kind"], 1))]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -45,7 +45,8 @@ class DataRecipe:
     history_stride: int = 2
     state_dims: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # grip xyz, yaw, opening
     vqa_fraction: float = 0.35
-    where_repeat: int = 3  # "where" questions count this many times in the VQA mix
+    # VQA kinds counted this many times in the mix (others once): grounding, which control needs, by default
+    kind_repeat: dict[str, int] = field(default_factory=lambda: {"where": 3})
     vqa_kinds: list[str] = field(default_factory=list)  # train on these VQA kinds only ([] = all), e.g. [where]
     stats_mode: str = "quantile"
     val_episodes: int = 10  # the last episodes (by seed) held out for the validation loss
@@ -115,7 +116,8 @@ def validate(r: Recipe) -> None:
         (r.data.chunk >= 1, "data.chunk", "must be >= 1"),
         (r.data.history >= 0 and r.data.history_stride >= 1, "data.history", "needs history >= 0, stride >= 1"),
         (0.0 <= r.data.vqa_fraction < 1.0, "data.vqa_fraction", "must be in [0, 1)"),
-        (r.data.where_repeat >= 1, "data.where_repeat", "must be >= 1"),
+        (set(r.data.kind_repeat) <= set(VQA_KINDS), "data.kind_repeat", f"keys must be among {VQA_KINDS}"),
+        (all(n >= 1 for n in r.data.kind_repeat.values()), "data.kind_repeat", "counts must be >= 1"),
         (set(r.data.vqa_kinds) <= set(VQA_KINDS), "data.vqa_kinds", f"must be among {VQA_KINDS}"),
         (r.data.stats_mode in ("quantile", "minmax"), "data.stats_mode", "must be quantile or minmax"),
         (r.model.image_size % 16 == 0 and r.model.history_size % 16 == 0, "model.image_size",

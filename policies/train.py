@@ -397,7 +397,7 @@ def train(r: Recipe) -> Path:
     fmt = example_format(r, codec, model)
     loss_fn = TokenLoss(tokenizer, model.config.t5_config.vocab_size, r.train.location_sigma, dist.device)
     mixed = MixedExamples(ActionExamples(train_eps, tokenizer, fmt),
-                          VQAExamples(data.scenes, tokenizer, fmt, where_repeat=r.data.where_repeat,
+                          VQAExamples(data.scenes, tokenizer, fmt, repeat=r.data.kind_repeat,
                                       kinds=r.data.vqa_kinds),
                           r.data.vqa_fraction)
     val_actions = ActionExamples(val_eps, tokenizer, fmt)

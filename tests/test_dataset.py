@@ -194,8 +194,11 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
     where = [i for i in range(len(train_vqa)) if train_vqa.pair(i)[1]["kind"] == "where"]
     ids = train_vqa[where[0]]["targets/text/targets"]
     assert len(ids) == 3 and all(tokenizer.is_location(int(i)) for i in ids[:2])  # y, x location tokens
-    weighted = VQAExamples(data.scenes, tokenizer, fmt, split="train", where_repeat=3)
+    weighted = VQAExamples(data.scenes, tokenizer, fmt, split="train", repeat={"where": 3})
     assert len(weighted) == len(train_vqa) + 2 * len(where)
+    shapes = [i for i in range(len(train_vqa)) if train_vqa.pair(i)[1]["kind"] == "shape"]
+    both = VQAExamples(data.scenes, tokenizer, fmt, split="train", repeat={"where": 2, "shape": 4})
+    assert shapes and len(both) == len(train_vqa) + len(where) + 3 * len(shapes)
     only_where = VQAExamples(data.scenes, tokenizer, fmt, split="train", kinds=["where"])
     assert len(only_where) == len(where)
     assert {only_where.pair(i)[1]["kind"] for i in range(len(only_where))} == {"where"}

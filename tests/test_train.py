@@ -203,3 +203,11 @@ def test_fine_tuning_at_a_larger_image_size(demos, tmp_path):
     ep = load_demos(demos).episodes[0]
     chunk = policy.act(Observation({"image": ep.images["image"][0]}, ep.state[0], ep.instruction, 0.0))
     assert chunk.actions.shape == (3, 5) and np.all(np.isfinite(chunk.actions))
+
+
+def test_kind_repeat_is_checked():
+    assert load_recipe(["data.kind_repeat.shape=3"]).data.kind_repeat == {"where": 3, "shape": 3}
+    with pytest.raises(RecipeError, match="data.kind_repeat"):
+        load_recipe(["data.kind_repeat.shap=3"])
+    with pytest.raises(RecipeError, match="data.kind_repeat"):
+        load_recipe(["data.kind_repeat.where=0"])

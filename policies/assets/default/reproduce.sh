@@ -30,7 +30,7 @@ COMMON=(model.image_size=64 data.chunk=6 train.batch_size=64 train.lr=5e-4 train
         train.save_every=500)
 WHERE_ONE=(data.dir="$ONE" "data.tasks=[ReachOne]" "data.vqa_kinds=[where]" data.vqa_fraction=0.95)
 WHERE_ALL=(data.dir="$FULL" "data.tasks=[ReachOne,Reach]" "data.vqa_kinds=[where]" data.vqa_fraction=0.9)
-MIX=(data.dir="$FULL" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.5 data.where_repeat=3)
+MIX=(data.dir="$FULL" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.5)
 
 # 1. where is the object, one object per scene; 2. the same on scenes of up to five objects;
 # 3.-4. actions (ReachOne and Reach) and every VQA kind, half and half
