@@ -65,8 +65,10 @@ def fit_replanning(cfg: AppConfig, chunk: int | None) -> None:
 
 
 PACE_PROBES = 4  # timed requests before choosing the pace
-PACE_MARGIN = 1.35  # period >= the slowest probe x this
-PACE_WAIT = 0.8  # the same-tick wait, as a fraction of the period (the rest: observing, stepping, recording)
+# period >= the slowest probe x this. Requests in the running loop are slower than the probes (the sim steps
+# and renders beside them): at 1.35 a 128 px model missed its wait on some ticks, and each miss drops rows.
+PACE_MARGIN = 1.7
+PACE_WAIT = 0.85  # the same-tick wait, as a fraction of the period (the rest: observing, stepping, recording)
 
 
 def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
