@@ -16,7 +16,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from uio_robot.policies.uio2.config import ResamplerConfig, T5Config, UIO2Config, ViTConfig, preset, round_vocab
+from uio_robot.policies.uio2.config import (
+    ResamplerConfig,
+    T5Config,
+    UIO2Config,
+    ViTConfig,
+    preset,
+    resized_config,
+    round_vocab,
+)
 
 
 @dataclass
@@ -150,25 +158,22 @@ def validate_optim(t: OptimRecipe) -> None:
 
 def small_config(m: ModelRecipe, vocab_size: int, num_frames: int) -> UIO2Config:
     """The shipped model's network: UIO2 layout, CPU sizes, a 128 px image input."""
-    patches = (m.image_size // 16) ** 2
     config = UIO2Config(
         t5_config=T5Config(
             vocab_size=vocab_size, emb_dim=m.emb_dim, num_heads=m.emb_dim // 64, head_dim=64, mlp_dim=m.mlp_dim,
             num_encoder_layers=m.encoder_layers, num_decoder_layers=m.decoder_layers,
-            default_image_vit_size=[m.image_size, m.image_size], encoder_max_image_length=patches,
             default_image_history_vit_size=[m.history_size, m.history_size],
             encoder_max_text_length=128, decoder_max_text_length=64),
         image_vit_cfg=ViTConfig(emb_dim=m.vit_dim, num_heads=m.vit_dim // 64, head_dim=64, mlp_dim=2 * m.vit_dim,
-                                num_layers=m.vit_layers, num_pos=patches + 1),
+                                num_layers=m.vit_layers),
         image_history_cfg=ResamplerConfig(emb_dim=64, num_heads=1, head_dim=64, mlp_dim=128, max_frames=4,
                                           latents_size=8),
-        sequence_length={"is_training": True, "image_input_samples": patches,
-                         "image_history_input_samples": (m.history_size // 16) ** 2, "audio_input_samples": 128,
-                         "audio_history_input_samples": 128, "num_frames": max(1, num_frames)},
+        sequence_length={"is_training": True, "image_history_input_samples": (m.history_size // 16) ** 2,
+                         "audio_input_samples": 128, "audio_history_input_samples": 128,
+                         "num_frames": max(1, num_frames)},
         freeze_vit=False, input_modalities=["text", "image", "image_history"], target_modalities=["text"],
         use_audio_vit=False, use_audio_history_vit=False)
-    config.validate()
-    return config
+    return resized_config(config, m.image_size)
 
 
 def model_config(m: ModelRecipe, tokenizer_pieces: int, num_frames: int) -> UIO2Config:

@@ -8,6 +8,7 @@ because this network only reads text, images and image history and writes text.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -256,6 +257,22 @@ def _sub_config(cls: type, data: Any, name: str) -> Any:
     if unknown:
         raise UIO2ConfigError(f"UIO2 config: unknown field(s) {[f'{name}.{k}' for k in unknown]}")
     return cls(**data)
+
+
+def resized_config(config: UIO2Config, size: int) -> UIO2Config:
+    """`config` with a `size` x `size` main image input (history frames keep their size): the one place that
+    says which fields an image size sets."""
+    patch = config.t5_config.image_vit_patch_size
+    if size <= 0 or size % patch:
+        raise ValueError(f"image size {size} must be a positive multiple of the patch size {patch}")
+    new = copy.deepcopy(config)
+    patches = (size // patch) ** 2
+    new.t5_config.default_image_vit_size = [size, size]
+    new.t5_config.encoder_max_image_length = patches
+    new.image_vit_cfg.num_pos = patches + 1
+    new.sequence_length["image_input_samples"] = patches
+    new.validate()
+    return new
 
 
 def round_vocab(num_pieces: int) -> int:

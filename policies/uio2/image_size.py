@@ -7,29 +7,12 @@ while the ViT's learned position grid is resized to the new patch grid, as ViT f
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from uio_robot.policies.uio2.config import UIO2Config
+from uio_robot.policies.uio2.config import resized_config
 from uio_robot.policies.uio2.model import UIO2Model
 
 VIT_POSITIONS = "input_embedders.image.image_encoder.vision_transformer.positional_embedding"
-
-
-def resized_config(config: UIO2Config, size: int) -> UIO2Config:
-    """`config` with a `size` x `size` main image input (history frames keep their size)."""
-    patch = config.t5_config.image_vit_patch_size
-    if size <= 0 or size % patch:
-        raise ValueError(f"image size {size} must be a positive multiple of the patch size {patch}")
-    new = copy.deepcopy(config)
-    patches = (size // patch) ** 2
-    new.t5_config.default_image_vit_size = [size, size]
-    new.t5_config.encoder_max_image_length = patches
-    new.image_vit_cfg.num_pos = patches + 1
-    new.sequence_length["image_input_samples"] = patches
-    new.validate()
-    return new
 
 
 def with_image_size(model: UIO2Model, size: int) -> UIO2Model:
