@@ -128,6 +128,7 @@ class EpisodeWriter:
         self._instruction: str | None = None
         self._events: dict[str, list[dict]] = {"interventions": [], "faults": []}
         self._pieces: list[dict] = []  # written so far (the writer thread appends)
+        self._listed = 0  # pieces the manifest on disk lists
         self._handed_off = 0  # pieces given to the writer (numbers the files)
         self._lock = threading.Lock()
         self._in_memory = 0  # ticks held: the piece being filled, queued pieces, the one being written
@@ -144,8 +145,9 @@ class EpisodeWriter:
 
     @property
     def pieces_written(self) -> int:
+        """Pieces on disk and listed in the manifest on disk (a crash after this loses none of them)."""
         with self._lock:
-            return len(self._pieces)
+            return self._listed
 
     def _manifest(self, status: str, **extra) -> dict:
         with self._lock:
@@ -248,6 +250,8 @@ class EpisodeWriter:
                     self._pieces.append({"file": name, "ticks": len(rows)})
                     self._in_memory -= len(rows)
                 self._manifest("recording", ticks=sum(p["ticks"] for p in self._pieces))
+                with self._lock:
+                    self._listed += 1
             except BaseException as exc:  # noqa: B036 - handed to the control thread by the next add/finish
                 self._error = exc
 
