@@ -143,6 +143,10 @@ class RosConfig:
     diagnostics_period_s: float = 1.0
     bag_dir: str = ""  # record each episode as an mcap bag under this directory; "" = off
     sim_rate_hz: float = 20.0  # the sim robot node's physics + publishing rate
+    # the sim steps the physics once per command it receives (none otherwise) and republishes its last
+    # observation at sim_rate_hz: the lock-step dynamics policies are trained and evaluated in. false: the
+    # physics runs at sim_rate_hz, holding still between commands, as a real robot's would
+    sim_lockstep: bool = False
     camera_every: int = 1  # the sim node publishes images every N physics steps
 
 

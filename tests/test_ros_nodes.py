@@ -15,6 +15,7 @@ import math
 import threading
 import time
 
+import gymnasium
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -29,6 +30,7 @@ from uio_robot.bridges.ros import conversions as cv
 from uio_robot.bridges.ros.bag import read_bag
 from uio_robot.envs import STATE_NAMES
 
+E2E_SEED = 100003  # a held-out Reach scene the shipped model reaches in lock step
 JOINTS = [f"joint{i}" for i in range(1, 8)]
 EE = ["grip_x", "grip_y", "grip_z", "grip_yaw", "gripper_opening"]
 
@@ -55,20 +57,25 @@ def ros(tmp_path, monkeypatch):
 
 def test_end_to_end_sim_and_agent_with_a_query_and_a_bag(ros, tmp_path):
     env, start, peer = ros
-    # The shipped default model drives the arm (no policy.checkpoint: the default); seed 100003 is a held-out
-    # Reach scene. The episode runs all its ticks (ros.stop_on_success=false) so the query is answered inside it.
-    # 10 Hz with one model step per tick (policy.period_s): re-planning every 2 ticks leaves the model 400 ms
-    # of the 600 ms a 6-step chunk lasts, so it keeps up on a loaded 2-core machine too (about 100 ms per
-    # request on one idle core, 250 ms beside another job). 15 s give the arm time to reach the object.
-    ticks, rate = 150, 10
+    # The shipped default model drives the arm (no policy.checkpoint: the default) on a held-out Reach scene.
+    # The episode runs all its ticks (ros.stop_on_success=false) so the query is answered inside it.
+    # The sim steps once per command (ros.sim_lockstep), the dynamics the model was trained in. 3 Hz with one
+    # model step per tick (policy.period_s), and each tick waits up to 300 ms for the chunk of the observation
+    # it just read (loop.act_wait_s): a request takes about 100 ms on an idle core here, up to 350 ms beside a
+    # training job, so the loop plays row 0 of each chunk as lock-step eval does. 15 s give the arm time.
+    # (At 10 Hz without the wait, every chunk's row 0 came a tick late, and free-running physics added
+    # zero-motion steps between commands: the model then reached 1 of 8 held-out scenes.)
+    ticks, rate = 45, 3
     for topic, kind, qos in (("command", Float64MultiArray, "reliable"), ("joint_states", JointState, "sensor"),
                              ("episode", String, "reliable"), ("answer", String, "reliable"),
                              ("/diagnostics", DiagnosticArray, "reliable"), ("success", Bool, "reliable")):
         peer.listen(kind, topic, qos)
-    sim = start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.seed=100003", f"ros.sim_rate_hz={rate}"])
+    sim = start("ros-sim", ["env.task=uio_robot/Reach-v0", f"env.seed={E2E_SEED}",
+                            f"ros.sim_rate_hz={rate}", "ros.sim_lockstep=true"])
     agent = start("ros-agent", [f"loop.max_ticks={ticks}", f"loop.rate_hz={rate}", "loop.replan_every=2",
-                                f"policy.period_s={1 / rate}", "policy.threads=1", "ros.stop_on_success=false",
-                                f"ros.bag_dir={tmp_path / 'bags'}", "ros.wait_for_data_s=60"])
+                                "loop.act_wait_s=0.3", f"policy.period_s={1 / rate}", "policy.threads=1",
+                                "ros.stop_on_success=false", f"ros.bag_dir={tmp_path / 'bags'}",
+                                "ros.wait_for_data_s=60"])
     peer.wait_for("command", 10, timeout=90)  # both up and the loop running
     query_sent = time.monotonic()
     peer.node.create_publisher(String, "query", 10).publish(
@@ -214,12 +221,39 @@ def test_bad_inputs_lead_to_the_safe_action_with_the_reason_logged(ros):
     assert "stale_observation" in log or "invalid observation" in log
 
 
+def test_lockstep_sim_steps_once_per_command_like_the_gym_env(ros):
+    env, start, peer = ros
+    peer.listen(JointState, "ee_state", "sensor")
+    start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.image_size=32", "env.seed=5", "ros.sim_rate_hz=20",
+                      "ros.sim_lockstep=true"])
+    first = peer.wait_for("ee_state", 10, timeout=60)  # republished while no command arrives
+    assert len({tuple(m.position) for m in first}) == 1
+    assert peer.call(Trigger, "sim/reset", Trigger.Request()).success  # as the agent does: seed 5 again
+    cmd = peer.node.create_publisher(Float64MultiArray, "command", 10)
+    actions = [np.array([0.01, -0.005 * (i % 3), 0.004, 0.02, 1.0 if i > 3 else -1.0]) for i in range(8)]
+    for action in actions:
+        cmd.publish(cv.float64_array(action, ["dx", "dy", "dz", "dyaw", "gripper"]))
+        time.sleep(0.15)
+    time.sleep(0.5)  # idle: republished, not stepped
+    settled = time.monotonic()
+    time.sleep(0.5)
+    after = peer.messages("ee_state", settled)
+    assert len(after) >= 5 and len({tuple(m.position) for m in after}) == 1
+    # The same actions in the gym env, one step each, end in the same place.
+    gym_env = gymnasium.make("uio_robot/Reach-v0", image_size=32).unwrapped
+    gym_env.reset(seed=5)
+    for action in actions:
+        obs = gym_env.step(action.astype(np.float32))[0]
+    values = dict(zip(after[-1].name, after[-1].position))
+    np.testing.assert_allclose([values[n] for n in EE], obs["state"][:5], atol=1e-6)
+
+
 def test_sim_executes_twist_commands_with_the_gripper_on_the_extra_topic(ros):
     env, start, peer = ros
     twist = ["ros.command_type=twist", "ros.command_names=[linear.x,linear.y,linear.z,angular.z,gripper]",
              "ros.command_scale=[20.0,20.0,20.0,20.0,1.0]"]
     peer.listen(JointState, "ee_state", "sensor")
-    start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.image_size=32", *twist])
+    start("ros-sim", ["env.task=uio_robot/Reach-v0", "env.image_size=32", "env.seed=7", *twist])
     peer.wait_for("ee_state", 5, timeout=60)
     cmd = peer.node.create_publisher(TwistStamped, "command", 10)
     extra = peer.node.create_publisher(Float64MultiArray, "command_extra", 10)
@@ -236,8 +270,13 @@ def test_sim_executes_twist_commands_with_the_gripper_on_the_extra_topic(ros):
     values = dict(zip(last.name, last.position))
     assert values["grip_x"] - x0 > 0.08, (x0, values)  # moved about 20 x 1 cm forward
     assert values["gripper_opening"] < 0.03, values  # closed by the extra topic's gripper command
-    reply = peer.call(Trigger, "sim/reset", Trigger.Request())
-    assert reply.success and reply.message  # the new episode's instruction
+    # The first reset restarts the start-up scene (seed 7, the one an agent resetting at its start runs);
+    # each later one takes the next seed. The reply carries the episode's instruction.
+    scenes = gymnasium.make("uio_robot/Reach-v0", image_size=32).unwrapped
+    instructions = [scenes.reset(seed=seed)[0]["instruction"] for seed in (7, 8, 9)]
+    assert len(set(instructions)) == 3, instructions
+    replies = [peer.call(Trigger, "sim/reset", Trigger.Request()) for _ in range(3)]
+    assert all(r.success for r in replies) and [r.message for r in replies] == instructions
 
 
 def test_joint_trajectory_commands_and_the_empty_trajectory_as_stop(ros):

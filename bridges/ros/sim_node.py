@@ -11,7 +11,16 @@ from the env's state: the 7 arm joints on joint_states, the grip point pose and 
 `success` (std_msgs/Bool) and, on each reset, the instruction (transient local). It reads the command
 type and mapping from the same `ros.*` config as the agent, so the two always agree.
 
-Service `sim/reset` (std_srvs/Trigger) starts a new episode with the next seed (env.seed, env.seed+1, ...).
+With `ros.sim_lockstep=true` it instead takes one env step per command it receives, right away, and none
+otherwise, and republishes its last observation (fresh stamps) at `ros.sim_rate_hz` so that subscribers
+that join late still get one. Why: a policy trained and evaluated in lock step (one env step per
+action) sees the same dynamics over ROS. The free-running mode's zero-motion steps between commands
+stop the arm where it is; the shipped model, which never saw such steps, reached 4 of 20 held-out Reach
+scenes with one after each command, against 17 of 20 without.
+
+It starts up showing the scene of seed `env.seed`. Service `sim/reset` (std_srvs/Trigger) starts an
+episode: the first call re-creates that start-up scene, so an agent that resets the robot at its
+episode start (as `ros-agent` does) runs seed `env.seed`; each later call takes the next seed.
 """
 
 from __future__ import annotations
@@ -62,7 +71,8 @@ class SimRobotNode:
         self._command: dict[str, float] | None = None  # newest, not yet executed
         self._gripper = -1.0  # the last gripper command (held while no command arrives)
         self.steps = self.executed = 0
-        self.seed = cfg.env.seed
+        self.seed = cfg.env.seed  # the scene on show
+        self._resets = 0  # sim/reset calls so far
         qos = reliable(r.qos_depth)
         self.cameras = {name: node.create_publisher(CompressedImage if name in r.compressed else Image, topic,
                                                     qos_profile_sensor_data) for name, topic in r.cameras.items()}
@@ -75,8 +85,9 @@ class SimRobotNode:
         if r.command_type == "twist":
             node.create_subscription(Float64MultiArray, r.command_topic + "_extra", self._on_extra, qos)
         node.create_service(Trigger, r.robot_reset_service or "sim/reset", self._on_reset)
+        self._last: tuple[dict, bool] | None = None  # the newest observation and success flag
         self._reset()
-        node.create_timer(1.0 / r.sim_rate_hz, self._step)
+        node.create_timer(1.0 / r.sim_rate_hz, self._republish if r.sim_lockstep else self._step)
 
     # ---- commands ------------------------------------------------------------------------------------
     def _on_command(self, msg) -> None:
@@ -96,6 +107,8 @@ class SimRobotNode:
                 self._command = {}
             else:
                 self._command = {**(self._command or {}), **values}
+        if self.cfg.ros.sim_lockstep:
+            self._step()
 
     def _on_extra(self, msg: Float64MultiArray) -> None:
         extra = [n for n in self.mapping.names if n not in cv.TWIST_FIELDS]
@@ -123,7 +136,12 @@ class SimRobotNode:
         self.steps += 1
         self._publish(obs, bool(info.get("is_success", False)))
 
+    def _republish(self) -> None:
+        if self._last is not None:
+            self._publish(*self._last)
+
     def _publish(self, obs: dict, success: bool) -> None:
+        self._last = (obs, success)
         stamp = self.node.get_clock().now().to_msg()
         if self.steps % self.cfg.ros.camera_every == 0:
             for name, publisher in self.cameras.items():
@@ -145,13 +163,14 @@ class SimRobotNode:
     def _reset(self) -> None:
         obs, _ = self.env.reset(seed=self.seed)
         self.node.get_logger().info(f"episode with seed {self.seed}: {obs['instruction']}")
-        self.seed += 1
         with self._lock:
             self._command, self._gripper = None, -1.0
         self.instruction.publish(String(data=obs["instruction"]))
         self._publish(obs, False)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.seed += self._resets > 0  # the first call restarts the start-up scene
+        self._resets += 1
         self._reset()
         response.success, response.message = True, self.env.episode.instruction
         return response
