@@ -5,7 +5,8 @@
 #
 # Recording takes ~15 minutes on 2 CPU cores. Stages 1-4 ran on one H200 (about 11 minutes, with
 # three other runs sharing the card); on a 2-core CPU they would take hours. Stage 5, a short anneal
-# at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes. Set DEVICE=cpu or cuda (default auto) and WORKERS
+# at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes;
+# stage 7, on data recorded at 128 px, in 72 minutes. Set DEVICE=cpu or cuda (default auto) and WORKERS
 # (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
 # counts below are where each stage ended.
 set -euo pipefail
@@ -14,15 +15,27 @@ DEVICE=${DEVICE:-auto}; WORKERS=${WORKERS:-6}
 ONE=$DATA/one; FULL=$DATA/full
 
 # 1-object grounding data: ReachOne demos (2000) + 1000 ReachOne scenes, and 2000 one-object Reach scenes
+# stages 1-6 used recordings at 64 px (stage 6 trained at 128 px on them, upsampled)
+R64=(--image-size 64)
 for d in "$ONE" "$FULL"; do
-  uio-robot record --out "$d" --tasks ReachOne --episodes 2000 --vqa-scenes 1000 --vqa-tasks ReachOne
-  uio-robot record --out "$d" --tasks Reach --episodes 0 --seed 50000 --vqa-scenes 2000 --vqa-tasks Reach \
-    --vqa-max-objects 1
+  uio-robot record --out "$d" "${R64[@]}" --tasks ReachOne --episodes 2000 --vqa-scenes 1000 --vqa-tasks ReachOne
+  uio-robot record --out "$d" "${R64[@]}" --tasks Reach --episodes 0 --seed 50000 --vqa-scenes 2000 \
+    --vqa-tasks Reach --vqa-max-objects 1
 done
 # the full mix adds 2000 Reach demos (3 objects) and 400 scenes of every task
-uio-robot record --out "$FULL" --tasks Reach --episodes 2000 --seed 0
-uio-robot record --out "$FULL" --tasks Reach --episodes 0 --seed 2500 --vqa-scenes 400 --vqa-tasks Reach
-uio-robot record --out "$FULL" --tasks Reach --episodes 0 --seed 0 --vqa-scenes 400 \
+uio-robot record --out "$FULL" "${R64[@]}" --tasks Reach --episodes 2000 --seed 0
+uio-robot record --out "$FULL" "${R64[@]}" --tasks Reach --episodes 0 --seed 2500 --vqa-scenes 400 --vqa-tasks Reach
+uio-robot record --out "$FULL" "${R64[@]}" --tasks Reach --episodes 0 --seed 0 --vqa-scenes 400 \
+  --vqa-tasks Push,PickPlace,Stack,PickByDescription
+# stage 7's data, at 128 px (the camera's size; about 8 minutes on 2 cores): the same demos, 1500 Reach
+# scenes of 3 objects, 1000 one-object Reach scenes, 1000 ReachOne scenes, 400 of each other task
+FULL128=$DATA/full128
+uio-robot record --out "$FULL128" --tasks Reach --episodes 2000 --seed 0
+uio-robot record --out "$FULL128" --tasks Reach --episodes 0 --seed 2500 --vqa-scenes 1500 --vqa-tasks Reach
+uio-robot record --out "$FULL128" --tasks Reach --episodes 0 --seed 50000 --vqa-scenes 1000 --vqa-tasks Reach \
+  --vqa-max-objects 1
+uio-robot record --out "$FULL128" --tasks ReachOne --episodes 2000 --vqa-scenes 1000 --vqa-tasks ReachOne
+uio-robot record --out "$FULL128" --tasks Reach --episodes 0 --seed 0 --vqa-scenes 400 \
   --vqa-tasks Push,PickPlace,Stack,PickByDescription
 
 COMMON=(model.image_size=64 data.chunk=6 train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=1
@@ -56,4 +69,7 @@ uio-robot train "${MIX[@]}" "${SHAPES[@]}" "${CPU[@]}" model.init="$RUNS/s6a/che
   train.warmup=20 train.steps=2800 out_dir="$RUNS/s6b"
 uio-robot train "${MIX[@]}" "${SHAPES[@]}" "${CPU[@]}" data.vqa_fraction=0.35 model.init="$RUNS/s6b/checkpoint" \
   train.lr=1.5e-4 train.warmup=20 train.steps=1800 out_dir="$RUNS/s6c"
-echo "the model: $RUNS/s6c/checkpoint"
+# 7. on the 128 px recordings, the mix weighted as in 6b, lr 2e-4 -> 0 (2-core CPU, 2 threads, ~50 minutes)
+uio-robot train data.dir="$FULL128" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.5 "${SHAPES[@]}" "${CPU[@]}" \
+  model.init="$RUNS/s6c/checkpoint" train.lr=2e-4 train.warmup=20 train.steps=4200 train.eval_every=500 out_dir="$RUNS/s7"
+echo "the model: $RUNS/s7/checkpoint"
