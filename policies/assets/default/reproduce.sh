@@ -6,7 +6,7 @@
 # Recording takes ~15 minutes on 2 CPU cores. Stages 1-4 ran on one H200 (about 11 minutes, with
 # three other runs sharing the card); on a 2-core CPU they would take hours. Stage 5, a short anneal
 # at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes;
-# stage 7, on data recorded at 128 px, in 72 minutes. Set DEVICE=cpu or cuda (default auto) and WORKERS
+# stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b). Set DEVICE=cpu or cuda (default auto) and WORKERS
 # (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
 # counts below are where each stage ended.
 set -euo pipefail
@@ -72,4 +72,10 @@ uio-robot train "${MIX[@]}" "${SHAPES[@]}" "${CPU[@]}" data.vqa_fraction=0.35 mo
 # 7. on the 128 px recordings, the mix weighted as in 6b, lr 2e-4 -> 0 (2-core CPU, 2 threads, ~50 minutes)
 uio-robot train data.dir="$FULL128" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.5 "${SHAPES[@]}" "${CPU[@]}" \
   model.init="$RUNS/s6c/checkpoint" train.lr=2e-4 train.warmup=20 train.steps=4200 train.eval_every=500 out_dir="$RUNS/s7"
-echo "the model: $RUNS/s7/checkpoint"
+# 7b. more 128 px data (2000 Reach demos, 3000 Reach scenes; 3 minutes to record), 45% VQA, lr 1.5e-4 -> 0
+uio-robot record --out "$FULL128" --tasks Reach --episodes 2000 --seed 10000
+uio-robot record --out "$FULL128" --tasks Reach --episodes 0 --seed 4000 --vqa-scenes 3000 --vqa-tasks Reach
+uio-robot train data.dir="$FULL128" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.45 "${SHAPES[@]}" "${CPU[@]}" \
+  model.init="$RUNS/s7/checkpoint" train.lr=1.5e-4 train.warmup=20 train.steps=3000 train.eval_every=500 \
+  out_dir="$RUNS/s7b"
+echo "the model: $RUNS/s7b/checkpoint"
