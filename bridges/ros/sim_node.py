@@ -13,7 +13,8 @@ type and mapping from the same `ros.*` config as the agent, so the two always ag
 
 With `ros.sim_lockstep=true` it instead takes one env step per command it receives, right away, and none
 otherwise, and republishes its last observation (fresh stamps) at `ros.sim_rate_hz` so that subscribers
-that join late still get one. Why: a policy trained and evaluated in lock step (one env step per
+that join late still get one. A gripper value on `command_extra` (twist commands) is taken with the next
+command's step. Why: a policy trained and evaluated in lock step (one env step per
 action) sees the same dynamics over ROS. The free-running mode's zero-motion steps between commands
 stop the arm where it is; the shipped model, which never saw such steps, reached 4 of 20 held-out Reach
 scenes with one after each command, against 17 of 20 without.
