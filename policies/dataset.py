@@ -24,6 +24,8 @@ skipping what the index lists.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -40,6 +42,7 @@ from uio_robot.policies.prompts import ActionFormat, action_prompt, action_targe
 
 FORMAT, VERSION = "uio_robot.demos", 1
 INDEX = "index.json"
+INDEX_LOCK = ".index.lock"  # held while a writer rereads and rewrites index.json
 HELDOUT_SEED = 100_000  # evaluation seeds start here; training data must stay below
 VQA_HELDOUT_EVERY = 10  # every tenth seed's VQA pairs are held out (the envs' `vqa.split_of` rule)
 EPISODE_KEYS = ("state", "action", "instruction", "task", "seed", "success")
@@ -95,7 +98,10 @@ def vqa_arrays(pairs: Sequence[dict]) -> dict[str, np.ndarray]:
 
 
 class DemoWriter:
-    """Adds episodes and scenes to a dataset directory, keeping index.json consistent after each one."""
+    """Adds episodes and scenes to a dataset directory, keeping index.json consistent after each one.
+
+    Several recorders may write one directory at once: each rereads the index under a file lock before
+    it adds its entry, so none drops another's."""
 
     def __init__(self, root: str | Path, action_names: Sequence[str], state_names: Sequence[str],
                  control_period_s: float, image_size: int, cameras: Sequence[str]):
@@ -103,6 +109,7 @@ class DemoWriter:
         header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
                   "state_names": list(state_names), "control_period_s": float(control_period_s),
                   "image_size": int(image_size), "cameras": list(cameras)}
+        self._seen = self._stamp()  # (inode, mtime, size) of the index this writer last read or wrote; before the read
         if (self.root / INDEX).is_file():
             self.index = read_index(self.root)
             mismatched = [k for k, v in header.items() if self.index.get(k) != v]
@@ -111,8 +118,17 @@ class DemoWriter:
                                    "record into a new directory")
         else:
             self.index = {**header, "episodes": [], "scenes": []}
-        self._done = {(e["task"], e["seed"], kind) for kind in ("episodes", "scenes")
-                      for e in self.index[kind]}
+        self._done = self._entries()
+
+    def _entries(self) -> set[tuple[str, int, str]]:
+        return {(e["task"], e["seed"], kind) for kind in ("episodes", "scenes") for e in self.index[kind]}
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.root / INDEX)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def has(self, kind: str, task: str, seed: int) -> bool:
         return (task, int(seed), kind) in self._done
@@ -136,11 +152,31 @@ class DemoWriter:
     def _add(self, kind, task, seed, arrays, steps, success, instruction, n_vqa) -> Path:
         rel = f"{kind}/{task}-{int(seed):06d}.npz"
         atomic_save_npz(self.root / rel, arrays)
-        self.index[kind].append({"file": rel, "task": task, "seed": int(seed), "steps": int(steps),
-                                 "success": bool(success), "instruction": instruction, "vqa_pairs": int(n_vqa)})
-        self._done.add((task, int(seed), kind))
-        atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
+        entry = {"file": rel, "task": task, "seed": int(seed), "steps": int(steps), "success": bool(success),
+                 "instruction": instruction, "vqa_pairs": int(n_vqa)}
+        with _locked(self.root / INDEX_LOCK):
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._seen:  # another recorder wrote here: keep its entries
+                self.index = read_index(self.root)
+                self._done = self._entries()
+            if (task, int(seed), kind) not in self._done:
+                self.index[kind].append(entry)
+                self._done.add((task, int(seed), kind))
+            atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
+            self._seen = self._stamp()
         return self.root / rel
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (created if missing), so recorders sharing a directory take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -265,6 +301,20 @@ def load_demos(root: str | Path, tasks: Sequence[str] = (), cameras: Sequence[st
     scenes += [load_scene(root / e["file"]) for e in tqdm(scene_entries, desc="scenes", disable=not progress,
                                                            leave=False)]
     return DemoData(index, episodes, scenes)
+
+
+def load_recordings(dirs: Sequence[str | Path], tasks: Sequence[str] = (), cameras: Sequence[str] = ("image",),
+                    progress: bool = False) -> DemoData:
+    """`load_demos` of several dataset directories, read as one: they must share the action and state
+    layout and the control period (image sizes may differ; examples are resized to the model's input)."""
+    parts = [load_demos(d, tasks=tasks, cameras=cameras, progress=progress) for d in dirs]
+    first = parts[0]
+    for d, part in zip(dirs[1:], parts[1:]):
+        for key in ("action_names", "state_names", "control_period_s"):
+            if part.index.get(key) != first.index.get(key):
+                raise DatasetError(f"{d}: {key} {part.index.get(key)} differs from {dirs[0]}'s "
+                                   f"{first.index.get(key)}; recordings read together must match")
+    return DemoData(first.index, [e for p in parts for e in p.episodes], [s for p in parts for s in p.scenes])
 
 
 # ---- statistics ---------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class ModelRecipe:
 @dataclass
 class DataRecipe:
     dir: str = "data/demos"
+    more_dirs: list[str] = field(default_factory=list)  # further recordings read with `dir` (same action layout)
     tasks: list[str] = field(default_factory=lambda: ["Reach"])  # empty: every task in the dataset
     camera: str = "image"
     chunk: int = 4
@@ -79,6 +80,9 @@ class OptimRecipe:
     device: str = "auto"
     workers: int = 0  # data-loader processes building batches (0 = in the training process); use >0 on a GPU
     max_minutes: float = 0.0  # stop and save after this long in this process (a resume starts afresh; 0 = no limit)
+    # bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay float32); about
+    # 1.6-1.8x faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs, slower on CPUs without them
+    precision: str = "fp32"
 
 
 @dataclass
@@ -89,6 +93,7 @@ class Recipe:
     train: OptimRecipe = field(default_factory=OptimRecipe)
 
 
+PRECISIONS = ("fp32", "bf16")
 VQA_KINDS = ("colour", "shape", "count", "exists", "left_right", "front_behind", "where")  # envs/vqa.py's kinds
 
 
@@ -150,6 +155,7 @@ def validate_optim(t: OptimRecipe) -> None:
         (t.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
         (t.workers >= 0 and t.max_minutes >= 0, "train.workers", "workers and max_minutes must be >= 0"),
         (min(t.log_every, t.eval_every, t.save_every) >= 1, "train.save_every", "log/eval/save intervals must be >= 1"),
+        (t.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}"),
     ]
     for ok, name, message in checks:
         if not ok:

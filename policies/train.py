@@ -41,7 +41,7 @@ from uio_robot.policies.dataset import (
     VQAExamples,
     atomic_write_bytes,
     compute_codec,
-    load_demos,
+    load_recordings,
 )
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import Recipe, RecipeError, load_recipe, model_config, to_dict
@@ -128,6 +128,11 @@ def lr_at(step: int, r: Recipe) -> float:
         return t.lr * (step + 1) / t.warmup
     progress = (step - t.warmup) / max(1, t.steps - t.warmup)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def autocast(t, device: torch.device):
+    """The forward pass's precision context for `train.precision` (a no-op for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
 
 
 # ---- loss ---------------------------------------------------------------------------------------
@@ -381,7 +386,8 @@ def train(r: Recipe) -> Path:
     np.random.seed(r.train.seed + dist.rank)
     random.seed(r.train.seed + dist.rank)
 
-    data = load_demos(r.data.dir, tasks=r.data.tasks, cameras=(r.data.camera,), progress=dist.main)
+    data = load_recordings([r.data.dir, *r.data.more_dirs], tasks=r.data.tasks, cameras=(r.data.camera,),
+                           progress=dist.main)
     if not data.episodes and r.data.vqa_fraction == 0:
         raise RecipeError(f"{r.data.dir}: no successful episodes of tasks {r.data.tasks}")
     episodes = sorted(data.episodes, key=lambda e: (e.task, e.seed))
@@ -456,7 +462,8 @@ def train(r: Recipe) -> Path:
             batch = to_batch(batch_np, dist.device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, r)
-            losses = loss_fn(net, batch)["loss"]
+            with autocast(r.train, dist.device):
+                losses = loss_fn(net, batch)["loss"]
             loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -49,7 +49,7 @@ from omegaconf import OmegaConf
 from uio_robot.policies.dataset import DatasetError, atomic_write_bytes
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config, validate_optim
-from uio_robot.policies.train import TokenLoss, lr_at, scratch_model
+from uio_robot.policies.train import TokenLoss, autocast, lr_at, scratch_model
 from uio_robot.policies.uio2.checkpoint import CheckpointError, load_model, save_checkpoint, tokenizer_file
 from uio_robot.policies.uio2.model import UIO2Model, to_batch
 from uio_robot.policies.uio2.preprocess import build_batch
@@ -167,7 +167,8 @@ def train_vima(r: VimaRecipe) -> Path:
         batch = to_batch(build_batch(examples), torch.device("cpu"))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, r)
-        loss = loss_fn(model, batch)["loss"].mean()
+        with autocast(r.train, torch.device("cpu")):
+            loss = loss_fn(model, batch)["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)

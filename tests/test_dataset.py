@@ -212,3 +212,18 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
     assert not np.array_equal(first, mixed[len(actions)]["targets/text/targets"])
     scarce = MixedExamples(actions, only_where, vqa_fraction=0.9)  # fewer pairs than 90% asks for: they repeat
     assert len(only_where) < 9 * len(actions) and len(scarce) == len(actions) * 10
+
+
+def test_two_recorders_in_one_directory_keep_each_others_entries(tmp_path):
+    ep = _episode(np.random.default_rng(3))
+    a, b = _writer(tmp_path), _writer(tmp_path)
+    for seed in range(3):  # interleaved, as two recorder processes side by side write
+        for w, task in ((a, "Reach"), (b, "Push")):
+            w.add_episode(task, seed, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
+    b.add_scene("Push", 9, "push the cube", ep["frames"]["image"][0], [])
+    a.add_episode("Reach", 0, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])  # again
+    index = read_index(tmp_path)
+    assert sorted((e["task"], e["seed"]) for e in index["episodes"]) == [
+        ("Push", 0), ("Push", 1), ("Push", 2), ("Reach", 0), ("Reach", 1), ("Reach", 2)]
+    assert [e["seed"] for e in index["scenes"]] == [9]
+    assert len(load_demos(tmp_path).episodes) == 6

@@ -211,3 +211,39 @@ def test_kind_repeat_is_checked():
         load_recipe(["data.kind_repeat.shap=3"])
     with pytest.raises(RecipeError, match="data.kind_repeat"):
         load_recipe(["data.kind_repeat.where=0"])
+
+
+def test_bf16_autocast_trains_and_differs_from_fp32(demos, tmp_path):
+    with pytest.raises(RecipeError, match="train.precision"):
+        load_recipe(["train.precision=fp16"])
+    steps = ["train.location_sigma=0", "train.steps=60", "train.log_every=10", "train.eval_every=60"]
+    half = train_mod.train(_recipe(demos, tmp_path / "bf16", *steps, "train.precision=bf16"))
+    rows = _rows(tmp_path / "bf16")
+    assert float(rows[-1]["loss"]) < 0.7 * float(rows[0]["loss"])
+    full = train_mod.train(_recipe(demos, tmp_path / "fp32", *steps, "train.steps=1"))
+    a, b = load_file(half / "model.safetensors"), load_file(full / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in a.values())  # the weights stay float32 under autocast
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_more_dirs_are_read_with_the_first_and_must_match_it(demos, tmp_path):
+    import json
+    import shutil
+
+    from uio_robot.policies.dataset import DatasetError, load_recordings
+
+    more = tmp_path / "more"
+    assert record_demos.main(["--out", str(more), "--tasks", "Reach", "--episodes", "3", "--seed", "40",
+                              "--image-size", "32"]) == 0
+    both = load_recordings([demos, more])
+    assert len(both.episodes) == len(load_demos(demos).episodes) + len(load_demos(more).episodes)
+    assert {e.seed for e in load_demos(more).episodes} <= {e.seed for e in both.episodes}
+    checkpoint = train_mod.train(_recipe(demos, tmp_path / "run", "train.steps=1", f"data.more_dirs=[{more}]"))
+    assert read_metadata(checkpoint)["train"]["train_episodes"] == len(both.episodes) - 1  # one held out
+    other = tmp_path / "other"
+    shutil.copytree(more, other)
+    index = json.loads((other / "index.json").read_text())
+    index["control_period_s"] = 0.1
+    (other / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DatasetError, match="control_period_s"):
+        load_recordings([demos, other])
