@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from uio_robot.common.atomic import atomic_path
+
 from .config import AppConfig, ConfigError, load_config
 from .protocols import ArraySpec, Observation
 from .stats import rate_summary, wilson_interval
@@ -320,9 +322,6 @@ def write_results(results: dict, out: Path, check=None) -> None:
 
 def plot_results(results: dict, path: Path) -> Path:
     """Bar chart: success per task (policy and expert) with 95% intervals, VQA accuracy last."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,15 +351,9 @@ def plot_results(results: dict, path: Path) -> Path:
                  "(95% Wilson intervals)", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
     return path

@@ -12,14 +12,13 @@ Definitions (all on the monotonic clock):
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from uio_robot.common.atomic import atomic_write_json
 
 
 @dataclass
@@ -117,15 +116,5 @@ def format_table(s: dict) -> str:
 
 
 def write_json(summary: dict, path: str | os.PathLike) -> None:
-    """Write the summary atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write the summary atomically."""
+    atomic_write_json(path, summary)

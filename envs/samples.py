@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from uio_robot.common.atomic import atomic_write_bytes
 
 from .experts import make_expert
 from .tabletop_env import TabletopEnv
@@ -35,12 +36,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(png)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png)
 
 
 def task_sample(task: str, size: int = 224, seed: int = 0, expert_steps: int = 12) -> np.ndarray:

@@ -4,9 +4,10 @@
 (OmegaConf dotlist, the syntax Hydra uses); `--config FILE.yaml` loads a saved recipe first. The
 defaults are the recipe of the shipped default model.
 
-The `small` model is the UIO2 network at sizes that train on a 2-core CPU (hours, not minutes: see
-policies/assets/default/README.md) and act in tens of milliseconds: a 128x128 image input (8x8 patches), 64 px history frames, d_model 256, and a
-small SentencePiece vocabulary trained on the task instructions and VQA texts.
+The `small` model is the UIO2 network at sizes that train on a 2-core CPU (in hours, not minutes: see
+policies/assets/default/README.md) and act in tens of milliseconds: a 128x128 image input (8x8
+patches), 64 px history frames, d_model 256, and a small SentencePiece vocabulary trained on the task
+instructions and VQA texts.
 """
 
 from __future__ import annotations

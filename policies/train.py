@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uio_robot.common.atomic import atomic_write_bytes
 from uio_robot.policies.codec import NUM_BINS, Codec
 from uio_robot.policies.dataset import (
     ActionExamples,
@@ -39,7 +40,6 @@ from uio_robot.policies.dataset import (
     ExampleFormat,
     MixedExamples,
     VQAExamples,
-    atomic_write_bytes,
     compute_codec,
     load_recordings,
 )

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from uio_robot.common.atomic import atomic_write_bytes
 from uio_robot.policies.codec import Codec
-from uio_robot.policies.dataset import DatasetError, atomic_save_npz, atomic_write_bytes, read_json_index
+from uio_robot.policies.dataset import DatasetError, atomic_save_npz, read_json_index
 from uio_robot.policies.prompts import location_text
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from uio_robot.policies.dataset import DatasetError, atomic_write_bytes
+from uio_robot.common.atomic import atomic_write_bytes
+from uio_robot.policies.dataset import DatasetError
 from uio_robot.policies.prompts import ActionFormat
 from uio_robot.policies.recipe import ModelRecipe, OptimRecipe, RecipeError, model_config, validate_optim
 from uio_robot.policies.train import TokenLoss, autocast, lr_at, scratch_model

@@ -22,11 +22,9 @@ decode token time. peak_mem_mb: peak allocated GPU memory, or the process's peak
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uio_robot.common.atomic import atomic_write_json
 from uio_robot.policies.uio2.checkpoint import pick_device
 from uio_robot.policies.uio2.config import preset
 from uio_robot.policies.uio2.fast import FastGenerator
@@ -330,12 +329,7 @@ def _peak_mem_mb(device: torch.device) -> float:
 
 def write_json(result: dict, path: str | Path) -> None:
     """Atomic write: a temp file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, result)
 
 
 def format_table(r: dict) -> str:

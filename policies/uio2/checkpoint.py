@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from uio_robot.common.atomic import atomic_dir
 from uio_robot.policies.uio2.config import UIO2Config
 from uio_robot.policies.uio2.model import UIO2Model
 
@@ -191,9 +190,7 @@ def save_checkpoint(model: UIO2Model, directory: str | Path, tokenizer: str | Pa
     never sees a half-written checkpoint and a failed save leaves an existing one untouched.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
@@ -201,16 +198,6 @@ def save_checkpoint(model: UIO2Model, directory: str | Path, tokenizer: str | Pa
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
         if metadata is not None:
             (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 
+from uio_robot.common.atomic import atomic_path
 from uio_robot.policies.uio2.checkpoint import CheckpointError, load_model
 from uio_robot.policies.uio2.config import UIO2ConfigError
 from uio_robot.policies.uio2.generate import generate
@@ -83,15 +82,8 @@ def run_network(model: UIO2Model, arrays: dict[str, np.ndarray], settings: dict)
 
 
 def write_atomic(tensors: dict[str, np.ndarray], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_numpy(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_numpy(tensors, str(tmp))
 
 
 def _parser() -> argparse.ArgumentParser:

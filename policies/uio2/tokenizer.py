@@ -12,12 +12,13 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+
+from uio_robot.common.atomic import atomic_write_bytes
 
 NUM_EXTRA_IDS = 1200
 NUM_SENTINELS = 200  # <extra_id_0..199>: T5 sentinels; 200..1199 are the location bins
@@ -247,13 +248,5 @@ def train_tokenizer(
         )
     except RuntimeError as err:
         raise TokenizerError(f"train_tokenizer: SentencePiece training failed: {err}") from err
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out_path, buffer.getvalue())
     return out_path

@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer of uio_robot (envs, policies, agent, bridges)."""
