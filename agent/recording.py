@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uio_robot.common.atomic import atomic_path
+
 from .protocols import Observation
 from .telemetry import TickRecord
 
@@ -66,12 +68,8 @@ class EpisodeFormatError(ValueError):
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_json(path: Path, obj: dict) -> None:

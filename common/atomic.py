@@ -33,9 +33,10 @@ FILE_MODE, DIR_MODE = 0o666 & ~UMASK, 0o777 & ~UMASK
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write; renamed onto `path` when the block ends without an error,
-    removed when it raises. `suffix` matters to writers that pick a format by extension (".mp4")."""
+    removed when it raises. `suffix` matters to writers that pick a format by extension (".mp4");
+    `durable` flushes the file to the disk before the rename (a recording that must survive power loss)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
@@ -44,6 +45,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     try:
         os.chmod(tmp, FILE_MODE)
         yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
