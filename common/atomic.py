@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,8 +62,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = F
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary directory beside `path` to fill; it replaces `path` (and any old one there) when the
     block ends without an error, and is deleted when it raises, leaving the old one untouched."""
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

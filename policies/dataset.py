@@ -68,11 +68,68 @@ def vqa_arrays(pairs: Sequence[dict]) -> dict[str, np.ndarray]:
     }
 
 
+class SharedIndex:
+    """A dataset's index.json, which several writers (recorder processes) may extend at once.
+
+    Each append takes a file lock and, when another writer has replaced the file since this one last
+    read or wrote it, rereads it first, so no writer drops another's entries. An entry whose key is
+    already listed is not added twice."""
+
+    def __init__(self, root: str | Path, header: dict, kinds: Sequence[str], read, key):
+        self.root, self._kinds, self._read, self._key = Path(root), tuple(kinds), read, key
+        self._seen = self._stamp()  # before the read: a write in between shows at the next append
+        if (self.root / INDEX).is_file():
+            self.data = read(self.root)
+            mismatched = [k for k, v in header.items() if self.data.get(k) != v]
+            if mismatched:
+                raise DatasetError(f"{self.root / INDEX}: existing dataset differs in {mismatched}; "
+                                   "record into a new directory")
+        else:
+            self.data = {**header, **{kind: [] for kind in self._kinds}}
+        self._keys = self._listed()
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def append(self, kind: str, entry: dict) -> None:
+        with _locked(self.root / INDEX_LOCK):
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._seen:
+                self.data = self._read(self.root)
+                self._keys = self._listed()
+            if self._key(kind, entry) not in self._keys:
+                self.data[kind].append(entry)
+                self._keys.add(self._key(kind, entry))
+            atomic_write_bytes(self.root / INDEX, json.dumps(self.data, indent=1).encode())
+            self._seen = self._stamp()
+
+    def _listed(self) -> set:
+        return {self._key(kind, e) for kind in self._kinds for e in self.data[kind]}
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """(inode, mtime, size) of index.json: an atomic rewrite always changes the inode."""
+        try:
+            st = os.stat(self.root / INDEX)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (created if missing), so writers sharing a directory take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class DemoWriter:
     """Adds episodes and scenes to a dataset directory, keeping index.json consistent after each one.
-
-    Several recorders may write one directory at once: each rereads the index under a file lock before
-    it adds its entry, so none drops another's."""
+    Several recorders may write one directory at once (`SharedIndex`)."""
 
     def __init__(self, root: str | Path, action_names: Sequence[str], state_names: Sequence[str],
                  control_period_s: float, image_size: int, cameras: Sequence[str]):
@@ -80,29 +137,15 @@ class DemoWriter:
         header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
                   "state_names": list(state_names), "control_period_s": float(control_period_s),
                   "image_size": int(image_size), "cameras": list(cameras)}
-        self._seen = self._stamp()  # (inode, mtime, size) of the index this writer last read or wrote; before the read
-        if (self.root / INDEX).is_file():
-            self.index = read_index(self.root)
-            mismatched = [k for k, v in header.items() if self.index.get(k) != v]
-            if mismatched:
-                raise DatasetError(f"{self.root / INDEX}: existing dataset differs in {mismatched}; "
-                                   "record into a new directory")
-        else:
-            self.index = {**header, "episodes": [], "scenes": []}
-        self._done = self._entries()
+        self._index = SharedIndex(self.root, header, ("episodes", "scenes"), read_index,
+                                  key=lambda kind, e: (e["task"], e["seed"], kind))
 
-    def _entries(self) -> set[tuple[str, int, str]]:
-        return {(e["task"], e["seed"], kind) for kind in ("episodes", "scenes") for e in self.index[kind]}
-
-    def _stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.root / INDEX)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+    @property
+    def index(self) -> dict:
+        return self._index.data
 
     def has(self, kind: str, task: str, seed: int) -> bool:
-        return (task, int(seed), kind) in self._done
+        return (task, int(seed), kind) in self._index
 
     def add_episode(self, task: str, seed: int, instruction: str, frames: dict[str, np.ndarray],
                     state: np.ndarray, action: np.ndarray, success: bool, vqa: Sequence[dict]) -> Path:
@@ -123,31 +166,9 @@ class DemoWriter:
     def _add(self, kind, task, seed, arrays, steps, success, instruction, n_vqa) -> Path:
         rel = f"{kind}/{task}-{int(seed):06d}.npz"
         atomic_save_npz(self.root / rel, arrays)
-        entry = {"file": rel, "task": task, "seed": int(seed), "steps": int(steps), "success": bool(success),
-                 "instruction": instruction, "vqa_pairs": int(n_vqa)}
-        with _locked(self.root / INDEX_LOCK):
-            stamp = self._stamp()
-            if stamp is not None and stamp != self._seen:  # another recorder wrote here: keep its entries
-                self.index = read_index(self.root)
-                self._done = self._entries()
-            if (task, int(seed), kind) not in self._done:
-                self.index[kind].append(entry)
-                self._done.add((task, int(seed), kind))
-            atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
-            self._seen = self._stamp()
+        self._index.append(kind, {"file": rel, "task": task, "seed": int(seed), "steps": int(steps),
+                                  "success": bool(success), "instruction": instruction, "vqa_pairs": int(n_vqa)})
         return self.root / rel
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `path` (created if missing), so recorders sharing a directory take turns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ recording keeps every earlier episode and resumes by skipping what the index lis
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from uio_robot.common.atomic import atomic_write_bytes
 from uio_robot.policies.codec import Codec
-from uio_robot.policies.dataset import DatasetError, atomic_save_npz, read_json_index
+from uio_robot.policies.dataset import DatasetError, SharedIndex, atomic_save_npz, read_json_index
 from uio_robot.policies.prompts import location_text
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
@@ -39,7 +37,8 @@ INDEX = "index.json"
 
 
 class VimaDemoWriter:
-    """Adds episodes to a VIMA demo directory, keeping index.json consistent after each one."""
+    """Adds episodes to a VIMA demo directory, keeping index.json consistent after each one (several
+    recorders may share a directory: `SharedIndex`)."""
 
     def __init__(self, root: str | Path, action_names: Sequence[str], action_low, action_high, camera: str,
                  image_size: int):
@@ -47,18 +46,15 @@ class VimaDemoWriter:
         header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
                   "action_low": [float(v) for v in action_low], "action_high": [float(v) for v in action_high],
                   "camera": camera, "image_size": int(image_size)}
-        if (self.root / INDEX).is_file():
-            self.index = read_index(self.root)
-            mismatched = [k for k, v in header.items() if self.index.get(k) != v]
-            if mismatched:
-                raise DatasetError(f"{self.root / INDEX}: existing dataset differs in {mismatched}; "
-                                   "record into a new directory")
-        else:
-            self.index = {**header, "episodes": []}
-        self._done = {(e["task"], e["level"], e["seed"]) for e in self.index["episodes"]}
+        self._index = SharedIndex(self.root, header, ("episodes",), read_index,
+                                  key=lambda kind, e: (e["task"], str(e["level"]), e["seed"]))
+
+    @property
+    def index(self) -> dict:
+        return self._index.data
 
     def has(self, task: str, level: str, seed: int) -> bool:
-        return (task, str(level), int(seed)) in self._done
+        return (task, str(level), int(seed)) in self._index
 
     def add(self, task: str, level: str, seed: int, template: str, parts: Sequence, observations: np.ndarray,
             actions: np.ndarray, success: bool) -> Path:
@@ -73,10 +69,8 @@ class VimaDemoWriter:
             "prompt_texts": np.array(texts, dtype=np.str_), "template": np.array(template),
             "task": np.array(task), "level": np.array(str(level)), "seed": np.array(int(seed)),
             "success": np.array(bool(success))})
-        self.index["episodes"].append({"file": file, "task": task, "level": str(level), "seed": int(seed),
-                                       "steps": len(actions), "success": bool(success), "template": template})
-        self._done.add((task, str(level), int(seed)))
-        atomic_write_bytes(self.root / INDEX, json.dumps(self.index, indent=1).encode())
+        self._index.append("episodes", {"file": file, "task": task, "level": str(level), "seed": int(seed),
+                                        "steps": len(actions), "success": bool(success), "template": template})
         return self.root / file
 
 
