@@ -44,8 +44,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = F
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, FILE_MODE)
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # after the block: some writers (safetensors) recreate the file 0600
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -66,8 +66,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        os.chmod(tmp, DIR_MODE)
         yield tmp
+        os.chmod(tmp, DIR_MODE)
+        for entry in tmp.iterdir():
+            if entry.is_file():
+                os.chmod(entry, FILE_MODE)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

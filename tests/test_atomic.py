@@ -25,6 +25,11 @@ def test_files_get_plain_permissions_and_a_failed_write_keeps_the_old_one(tmp_pa
     atomic_write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
     assert _mode(target) == 0o666 & ~_umask()
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        tmp.unlink()  # a writer that replaces the file it is given, with its own mode
+        tmp.write_bytes(b"x")
+        os.chmod(tmp, 0o600)
+    assert _mode(tmp_path / "w.safetensors") == 0o666 & ~_umask()
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
             tmp.write_text("half a fi")
@@ -37,7 +42,9 @@ def test_directories_replace_the_old_one_whole_or_not_at_all(tmp_path):
     target = tmp_path / "checkpoint"
     with atomic_dir(target) as tmp:
         (tmp / "model.safetensors").write_bytes(b"v1")
+        os.chmod(tmp / "model.safetensors", 0o600)  # as safetensors' save_file leaves it
     assert _mode(target) == 0o777 & ~_umask()
+    assert _mode(target / "model.safetensors") == 0o666 & ~_umask()
     with pytest.raises(KeyboardInterrupt):
         with atomic_dir(target) as tmp:
             (tmp / "model.safetensors").write_bytes(b"v2")
