@@ -6,7 +6,7 @@
 # Recording takes ~15 minutes on 2 CPU cores. Stages 1-4 ran on one H200 (about 11 minutes, with
 # three other runs sharing the card); on a 2-core CPU they would take hours. Stage 5, a short anneal
 # at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes;
-# stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b). Set DEVICE=cpu or cuda (default auto) and WORKERS
+# stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b); stage 8 in 31 (bf16). Set DEVICE=cpu or cuda (default auto) and WORKERS
 # (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
 # counts below are where each stage ended.
 set -euo pipefail
@@ -78,4 +78,15 @@ uio-robot record --out "$FULL128" --tasks Reach --episodes 0 --seed 4000 --vqa-s
 uio-robot train data.dir="$FULL128" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.45 "${SHAPES[@]}" "${CPU[@]}" \
   model.init="$RUNS/s7/checkpoint" train.lr=1.5e-4 train.warmup=20 train.steps=3000 train.eval_every=500 \
   out_dir="$RUNS/s7b"
-echo "the model: $RUNS/s7b/checkpoint"
+# 8. 3000 more Reach demos and 2000 Reach scenes (two recorders writing one directory, 2.7 minutes), read with
+# full128 through data.more_dirs; lr 1e-4 -> 0 under bf16 autocast (31 minutes on the 2-core CPU)
+EXTRA=$DATA/extra128
+uio-robot record --out "$EXTRA" --tasks Reach --episodes 1500 --seed 12000 &
+first=$!
+uio-robot record --out "$EXTRA" --tasks Reach --episodes 1500 --seed 13500
+uio-robot record --out "$EXTRA" --tasks Reach --episodes 0 --seed 7000 --vqa-scenes 2000 --vqa-tasks Reach
+wait "$first"
+uio-robot train data.dir="$FULL128" "data.more_dirs=[$EXTRA]" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.45 \
+  "${SHAPES[@]}" "${CPU[@]}" train.precision=bf16 model.init="$RUNS/s7b/checkpoint" train.lr=1e-4 train.warmup=20 \
+  train.steps=3600 train.eval_every=600 out_dir="$RUNS/s8"
+echo "the model: $RUNS/s8/checkpoint"
