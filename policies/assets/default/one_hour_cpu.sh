@@ -6,7 +6,8 @@
 #
 # Timings and results of the run on 2026-11-27 (AMD EPYC, 2 cores, AVX-512 BF16) are in README.md
 # beside this file, "One hour on the CPU". On a CPU without bf16 support set PRECISION=fp32 (about 1.7x
-# slower). The shipped model came from the longer reproduce.sh.
+# slower). The shipped model came from the longer reproduce.sh. Measured since: stage 1 grounds about 200
+# steps earlier in float32 than under bf16 (README), so the next try should run stages 1-2 in float32.
 set -euo pipefail
 DATA=${1:-data/hour}; RUNS=${2:-runs/hour}; WHAT=${3:-all}
 PRECISION=${PRECISION:-bf16}
