@@ -81,8 +81,8 @@ class OptimRecipe:
     device: str = "auto"
     workers: int = 0  # data-loader processes building batches (0 = in the training process); use >0 on a GPU
     max_minutes: float = 0.0  # stop and save after this long in this process (a resume starts afresh; 0 = no limit)
-    # bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay float32); about
-    # 1.6-1.8x faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs, slower on CPUs without them
+    # bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay float32); 1.5-1.8x
+    # faster on a CPU with AVX-512 BF16 (measured), slower on CPUs without bf16 instructions
     precision: str = "fp32"
 
 
