@@ -97,9 +97,10 @@ class SharedIndex:
             if stamp is not None and stamp != self._seen:
                 self.data = self._read(self.root)
                 self._keys = self._listed()
-            if self._key(kind, entry) not in self._keys:
+            key = self._key(kind, entry)
+            if key not in self._keys:
                 self.data[kind].append(entry)
-                self._keys.add(self._key(kind, entry))
+                self._keys.add(key)
             atomic_write_bytes(self.root / INDEX, json.dumps(self.data, indent=1).encode())
             self._seen = self._stamp()
 

@@ -27,13 +27,12 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from uio_robot.policies.codec import Codec
-from uio_robot.policies.dataset import DatasetError, SharedIndex, atomic_save_npz, read_json_index
+from uio_robot.policies.dataset import INDEX, DatasetError, SharedIndex, atomic_save_npz, read_json_index
 from uio_robot.policies.prompts import location_text
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
 
 FORMAT, VERSION = "uio_robot.vima_demos", 1
-INDEX = "index.json"
 
 
 class VimaDemoWriter:
