@@ -248,3 +248,39 @@ def test_more_dirs_are_read_with_the_first_and_must_match_it(demos, tmp_path):
     (other / "index.json").write_text(json.dumps(index))
     with pytest.raises(DatasetError, match="control_period_s"):
         load_recordings([demos, other])
+
+
+def test_a_batch_split_by_kind_gives_the_same_loss_and_gradients(demos, tmp_path):
+    from uio_robot.policies.dataset import ActionExamples, MixedExamples, VQAExamples
+    from uio_robot.policies.uio2.model import to_batch
+    from uio_robot.policies.uio2.preprocess import build_batch
+    from uio_robot.policies.uio2.tokenizer import UIO2Tokenizer
+
+    r = _recipe(demos, tmp_path, "data.vqa_fraction=0.9")
+    data = load_demos(demos)
+    tokenizer = UIO2Tokenizer(train_mod.build_tokenizer(r, data, tmp_path, train_mod.Dist()))
+    model = train_mod.build_model(r, tokenizer, torch.device("cpu"))
+    fmt = train_mod.example_format(r, compute_codec(data, r.data.chunk, "quantile"), model)
+    mixed = MixedExamples(ActionExamples(data.episodes, tokenizer, fmt), VQAExamples(data.scenes, tokenizer, fmt), 0.9)
+    every = [mixed[i] for i in range(len(mixed))]
+    examples = ([ex for ex in every if ex["meta/is_action"][0]][:2]
+                + [ex for ex in every if not ex["meta/is_action"][0]][:14])
+    assert {int(ex["meta/is_action"][0]) for ex in examples} == {0, 1}
+    parts = train_mod.collate_by_kind(examples)  # 4 image tokens and short answers: worth splitting
+    assert len(parts) == 2 and len(parts[1]["targets/text/targets"][0]) < len(parts[0]["targets/text/targets"][0])
+    loss_fn = train_mod.TokenLoss(tokenizer, model.config.t5_config.vocab_size, 15.0, torch.device("cpu"))
+
+    def loss_and_grads(batches):
+        model.zero_grad()
+        losses = [loss_fn(model, to_batch(b))["loss"] for b in batches]
+        total = torch.cat(losses).sum() / len(examples)
+        total.backward()
+        return total.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole, whole_grads = loss_and_grads([build_batch(examples)])
+    split, split_grads = loss_and_grads(parts)
+    assert torch.allclose(whole, split, atol=1e-5)
+    assert len(whole_grads) == len(split_grads)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-3) for a, b in zip(whole_grads, split_grads))
+    actions_only = [ex for ex in examples if int(ex["meta/is_action"][0])]
+    assert len(train_mod.collate_by_kind(actions_only)) == 1
