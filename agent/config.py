@@ -148,6 +148,11 @@ class RosConfig:
     # physics runs at sim_rate_hz, holding still between commands, as a real robot's would
     sim_lockstep: bool = False
     camera_every: int = 1  # the sim node publishes images every N physics steps
+    # ros-agent: "auto" times the model at start and, where a request does not fit a tick, lowers
+    # loop.rate_hz and sets the same-tick wait, as rollout's env.pace=auto does (agent/pace.py). Only for a
+    # robot whose command is one step per tick, so that a slower tick just slows it (ros-sim); "real" =
+    # loop.* as given, for a robot whose controller needs the configured rate
+    pace: str = "real"
 
 
 @dataclass
@@ -176,6 +181,7 @@ def _validate(cfg: AppConfig) -> None:
         ("loop.log_repeat_s", cfg.loop.log_repeat_s >= 0, "must be >= 0"),
         ("loop.worker", cfg.loop.worker in ("thread", "process"), "must be thread|process"),
         ("env.pace", cfg.env.pace in ("auto", "real"), "must be auto|real"),
+        ("ros.pace", cfg.ros.pace in ("auto", "real"), "must be auto|real"),
         ("policy.period_s", 0 <= cfg.policy.period_s <= 10, "must be in [0, 10] seconds (0 = the model's own)"),
         ("loop.act_wait_s", 0 <= cfg.loop.act_wait_s * cfg.loop.rate_hz < 0.95,
          "must be in [0, 0.95 x the period): the tick still has to observe and send its command"),

@@ -37,8 +37,8 @@ import numpy as np
 from .config import AppConfig, load_config
 from .gym_robot import GymRobot
 from .loop import ControlLoop
-from .policy_recipe import PolicyRecipe, describe_policy, policy_recipe_from_config
-from .protocols import Observation, Policy
+from .pace import fit_pace
+from .policy_recipe import describe_policy, policy_recipe_from_config
 from .telemetry import TickRecord, format_table, write_json
 from .video import write_mp4
 
@@ -62,49 +62,6 @@ def fit_replanning(cfg: AppConfig, chunk: int | None) -> None:
         print(f"note: loop.replan_every={cfg.loop.replan_every} would leave the model's {chunk}-step chunks too "
               f"little time; using {most}")
         cfg.loop.replan_every = most
-
-
-PACE_PROBES = 4  # timed requests before choosing the pace
-# period >= the slowest probe x this. Requests in the running loop are slower than the probes (the sim steps
-# and renders beside them): at 1.35 a 128 px model missed its wait on some ticks, and each miss drops rows.
-PACE_MARGIN = 1.7
-PACE_WAIT = 0.85  # the same-tick wait, as a fraction of the period (the rest: observing, stepping, recording)
-
-
-def fit_pace(cfg: AppConfig, robot: GymRobot, obs: Observation,
-             chunk: int | None) -> tuple[Policy | PolicyRecipe, str]:
-    """env.pace=auto: build the configured policy here and time a few requests on `obs`; set `cfg.loop` to
-    a period that holds the slowest one with a margin (never faster than `loop.rate_hz`) and a same-tick
-    wait. A chunk then arrives on the tick that asked for it, so re-planning every `loop.replan_every`
-    ticks (at most the chunk length) plays rows 0.. of each chunk, exactly as lock-step eval does.
-    Returns the policy to run (the built one for the thread worker, a recipe at the new rate for the
-    process worker, whose child builds its own) and a line saying what was chosen."""
-    import torch
-
-    threads = torch.get_num_threads()  # policy.threads is process-wide: a probe for a child must not keep it
-    policy = policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).build()
-    times = []
-    for _ in range(PACE_PROBES):
-        t = time.perf_counter()
-        policy.act(obs)
-        times.append(time.perf_counter() - t)
-    policy.reset()
-    slowest = max(times)
-    period = max(1.0 / cfg.loop.rate_hz, PACE_MARGIN * slowest)
-    cfg.loop.rate_hz, cfg.loop.act_wait_s = 1.0 / period, PACE_WAIT * period
-    # A simulated observation is a period old at the next tick, and nothing moves meanwhile: the staleness
-    # watchdog must not take a slow pace for a dead camera.
-    cfg.safety.max_obs_age_s = max(cfg.safety.max_obs_age_s, 2 * period)
-    cfg.loop.replan_every = min(cfg.loop.replan_every, chunk or cfg.loop.replan_every)
-    cfg.policy.period_s = policy.period = period  # its rows are due one (new) tick apart
-    line = (f"pace: a request takes up to {slowest * 1e3:.0f} ms here, so the loop runs at {cfg.loop.rate_hz:.3g} Hz "
-            f"and each tick waits up to {cfg.loop.act_wait_s * 1e3:.0f} ms for the chunk of the observation it "
-            f"just read (env.pace=real: loop.* as given)")
-    if cfg.loop.worker == "process":
-        del policy
-        torch.set_num_threads(threads)
-        return policy_recipe_from_config(cfg, robot.action_spec, robot.state_spec).warmed(obs), line
-    return policy, line
 
 
 def pick_question(robot: GymRobot, seed: int) -> dict | None:
@@ -134,8 +91,8 @@ def run(cfg: AppConfig) -> dict:
         cfg.policy.period_s = 1.0 / cfg.loop.rate_hz  # one env step per tick, whatever the wall-clock rate
         pace = None
         if cfg.env.pace == "auto" and cfg.policy.kind == "uio2":
-            policy, pace = fit_pace(cfg, robot, obs, model.chunk)
-            print(pace)
+            policy, pace = fit_pace(cfg, robot.action_spec, robot.state_spec, obs, model.chunk)
+            print(f"{pace} (env.pace=real: loop.* as given)")
         else:
             fit_replanning(cfg, model.chunk)
             # Built by the worker loop.worker picks (here, or in its own process), warmed up on this first

@@ -95,6 +95,26 @@ def test_ros_agent_with_the_process_worker_gets_a_recipe_a_child_builds(tiny, tm
     np.testing.assert_allclose(chunk, in_process.act(obs).actions, atol=1e-6)  # the same policy
 
 
+def test_ros_pace_auto_slows_the_loop_to_what_a_request_takes(tiny, caplog):
+    from uio_robot.agent.config import ConfigError
+
+    overrides = [f"policy.checkpoint={tiny}", "policy.device=cpu", "policy.threads=1", "loop.rate_hz=500"]
+    real = load_config(overrides)
+    build_policy_for(real, *RosRobot.specs(real.ros))
+    assert real.loop.rate_hz == 500 and real.loop.act_wait_s == 0  # ros.pace=real: as given
+    cfg = load_config([*overrides, "ros.pace=auto", "loop.replan_every=9"])
+    with caplog.at_level("INFO"):
+        policy = build_policy_for(cfg, *RosRobot.specs(cfg.ros))
+    period = 1 / cfg.loop.rate_hz
+    assert 0.002 < period < 5  # no request takes under 2 ms: the tick was lengthened
+    assert cfg.loop.act_wait_s == pytest.approx(0.85 * period) and cfg.policy.period_s == pytest.approx(period)
+    assert isinstance(policy, UIO2Policy) and policy.period == pytest.approx(period)
+    assert cfg.loop.replan_every == 4  # at most the chunk: each chunk plays from row 0
+    assert "pace: a request takes up to" in caplog.text
+    with pytest.raises(ConfigError, match="ros.pace"):
+        load_config(["ros.pace=fast"])
+
+
 def test_the_child_resets_the_policy_after_its_warm_up(tmp_path):
     """A replayed recording starts at its first row on the first observation after a reset; had the
     warm-up call (t=0) been kept, the observation at t=1 s would be 20 rows into it."""

@@ -199,11 +199,18 @@ class AgentNode:
 def build_policy_for(cfg: AppConfig, action_spec: ArraySpec, state_spec: ArraySpec) -> Policy | PolicyRecipe:
     """The configured policy (the shipped default model unless policy.* says otherwise), as the loop's
     worker needs it: built here for `loop.worker=thread`; for `process` the recipe, which the child
-    builds and warms up on a blank observation (no topic has arrived yet when it starts)."""
+    builds and warms up on a blank observation (no topic has arrived yet when it starts). With
+    ros.pace=auto a model is timed on that observation first and the loop slowed where it needs to be."""
+    from uio_robot.agent.pace import fit_pace
     from uio_robot.agent.rollout import fit_replanning
 
+    chunk = describe_policy(cfg.policy).chunk
+    if cfg.ros.pace == "auto" and cfg.policy.kind == "uio2":
+        policy, line = fit_pace(cfg, action_spec, state_spec, blank_observation(cfg.ros, state_spec), chunk)
+        log.info("%s (ros.pace=real: loop.* as given)", line)
+        return policy
     recipe = policy_recipe_from_config(cfg, action_spec, state_spec)
-    fit_replanning(cfg, describe_policy(cfg.policy).chunk)
+    fit_replanning(cfg, chunk)
     if cfg.loop.worker == "process":
         return recipe.warmed(blank_observation(cfg.ros, state_spec))
     return recipe.build()
