@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Train the small UIO2 policy from scratch in about an hour on a 2-core CPU: record at 128 px, then a
-# four-stage curriculum under bfloat16 autocast, then evaluate.
+# four-stage curriculum (grounding in float32, the mixed stages under bfloat16 autocast), then evaluate.
 #
 #   bash policies/assets/default/one_hour_cpu.sh [DATA_DIR] [RUNS_DIR] [record|train|eval|all]
 #
-# Timings and results of the run on 2026-11-27 (AMD EPYC, 2 cores, AVX-512 BF16) are in README.md
-# beside this file, "One hour on the CPU". On a CPU without bf16 support set PRECISION=fp32 (about 1.7x
-# slower). The shipped model came from the longer reproduce.sh. Measured since: stage 1 grounds about 200
-# steps earlier in float32 than under bf16 (README), so the next try should run stages 1-2 in float32.
+# Timings and results (AMD EPYC, 2 cores, AVX-512 BF16) are in README.md beside this file, "One hour on
+# the CPU". On a CPU without bf16 support set PRECISION=fp32 (the mixed stages about 1.5x slower). The
+# shipped model came from the longer reproduce.sh. Stages 1-2 run in float32: under bf16 stage 1 grounded
+# about 200 steps later (README).
 set -euo pipefail
 DATA=${1:-data/hour}; RUNS=${2:-runs/hour}; WHAT=${3:-all}
 PRECISION=${PRECISION:-bf16}
@@ -27,13 +27,12 @@ if [[ $WHAT == record || $WHAT == all ]]; then
   wait "$demos"  # (recorders may share a directory: each rereads index.json under a lock)
 fi
 
-CPU=(data.chunk=6 train.precision="$PRECISION" train.threads=2 train.workers=0 train.log_every=50
-     train.save_every=500)
+CPU=(data.chunk=6 train.threads=2 train.workers=0 train.log_every=50 train.save_every=500)
 if [[ $WHAT == train || $WHAT == all ]]; then
   # 1. "where is the X?" on one-object scenes, 64 px (the images are shrunk), constant lr after warm-up
   uio-robot train "${CPU[@]}" data.dir="$ONE" "data.tasks=[ReachOne]" "data.vqa_kinds=[where]" data.vqa_fraction=0.95 \
-    model.image_size=64 train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=1 train.warmup=50 train.steps=900 \
-    train.eval_every=300 train.seed=1 out_dir="$RUNS/s1"
+    model.image_size=64 train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=1 train.warmup=50 train.steps=800 \
+    train.eval_every=400 train.seed=1 out_dir="$RUNS/s1"
   ALL=(data.dir="$ONE" "data.more_dirs=[$REST]" "data.tasks=[ReachOne,Reach]")
   # 2. "where" on scenes of 1-5 objects
   uio-robot train "${CPU[@]}" "${ALL[@]}" "data.vqa_kinds=[where]" data.vqa_fraction=0.9 model.init="$RUNS/s1/checkpoint" \
@@ -41,12 +40,13 @@ if [[ $WHAT == train || $WHAT == all ]]; then
     out_dir="$RUNS/s2"
   # 3. actions and every VQA kind, half and half, still 64 px, lr 5e-4 -> 0
   uio-robot train "${CPU[@]}" "${ALL[@]}" data.vqa_fraction=0.5 model.init="$RUNS/s2/checkpoint" \
-    train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=0 train.warmup=50 train.steps=2600 train.eval_every=650 \
-    out_dir="$RUNS/s3"
+    train.precision="$PRECISION" train.batch_size=64 train.lr=5e-4 train.min_lr_ratio=0 train.warmup=50 \
+    train.steps=3000 train.eval_every=750 out_dir="$RUNS/s3"
   # 4. 128 px (the camera's size; the ViT position grid resized), shape and colour questions weighted
   uio-robot train "${CPU[@]}" "${ALL[@]}" data.vqa_fraction=0.45 data.kind_repeat.where=2 data.kind_repeat.shape=3 \
-    data.kind_repeat.colour=4 model.init="$RUNS/s3/checkpoint" model.init_image_size=128 train.batch_size=32 \
-    train.lr=2e-4 train.min_lr_ratio=0 train.warmup=20 train.steps=1800 train.eval_every=600 out_dir="$RUNS/s4"
+    data.kind_repeat.colour=4 model.init="$RUNS/s3/checkpoint" model.init_image_size=128 train.precision="$PRECISION" \
+    train.batch_size=64 train.lr=3e-4 train.min_lr_ratio=0 train.warmup=20 train.steps=1200 train.eval_every=400 \
+    out_dir="$RUNS/s4"
 fi
 
 if [[ $WHAT == eval || $WHAT == all ]]; then
