@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_policy import make_tiny_checkpoint
 
-from uio_robot.agent import cli, rollout
+from uio_robot.agent import cli, pace, rollout
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def test_rollout_writes_video_and_json(tmp_path, capsys):
     # env.pace=auto: timed, a rate whose period holds a request, same-tick waits: most chunks play from
     # row 0 on the tick that asked for them (a request that missed its wait drops at least one row)
     assert result["pace"] and result["pace"] in printed and 0 < result["rate_hz"] <= 20
-    assert result["act_wait_ms"] == pytest.approx(rollout.PACE_WAIT * 1e3 / result["rate_hz"], rel=1e-3)
+    assert result["act_wait_ms"] == pytest.approx(pace.PACE_WAIT * 1e3 / result["rate_hz"], rel=1e-3)
     telemetry = result["telemetry"]
     assert telemetry["latency_ms"]["n"] >= 2 and telemetry["dropped_steps"] < telemetry["latency_ms"]["n"]
 
