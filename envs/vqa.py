@@ -22,6 +22,21 @@ HELDOUT_EVERY = 10
 MIN_IMAGE_GAP = 0.04  # normalized image distance below which left/right is not asked
 MIN_DEPTH_GAP = 0.03  # metres of camera depth below which in front/behind is not asked
 PLURAL = {"cube": "cubes", "cylinder": "cylinders", "ball": "balls"}
+MAX_COUNT = 9  # counts are answered as one digit
+SIDES = ("left", "right")  # answers to left_right
+DEPTHS = ("in front", "behind")  # answers to front_behind, "in front" = closer to the camera
+# Every question form, by kind (count has three); `suite_vocabulary` fills them with every word.
+QUESTIONS = {
+    "colour": "what colour is the {shape}?",
+    "shape": "what shape is the {colour} object?",
+    "count": "how many objects are on the table?",
+    "count_shape": "how many {shapes} are there?",
+    "count_colour": "how many {colour} objects are there?",
+    "exists": "is there {article} {description}?",
+    "where": "where is the {description}?",
+    "left_right": "is the {a} left or right of the {b}?",
+    "front_behind": "is the {a} in front of or behind the {b}?",
+}
 
 
 def split_of(seed: int) -> str:
@@ -47,6 +62,10 @@ def project(camera: dict[str, Any], point) -> tuple[float, float]:
     return float(u), float(v)
 
 
+def article(description: str) -> str:
+    return "an" if description[0] in "aeiou" else "a"
+
+
 def vqa_pairs(scene_info: dict[str, Any], rng: np.random.Generator, max_pairs: int | None = None) -> list[dict]:
     """Question/answer pairs about the objects on the table, shuffled by `rng`.
 
@@ -65,38 +84,38 @@ def vqa_pairs(scene_info: dict[str, Any], rng: np.random.Generator, max_pairs: i
 
     for o in objects:
         if shapes[o["shape"]] == 1:
-            add("colour", f"what colour is the {o['shape']}?", o["colour"])
+            add("colour", QUESTIONS["colour"].format(shape=o["shape"]), o["colour"])
         if colours[o["colour"]] == 1:
-            add("shape", f"what shape is the {o['colour']} object?", o["shape"])
-    add("count", "how many objects are on the table?", str(len(objects)))
+            add("shape", QUESTIONS["shape"].format(colour=o["colour"]), o["shape"])
+    add("count", QUESTIONS["count"], str(len(objects)))
     for shape in SHAPES:
-        add("count", f"how many {PLURAL[shape]} are there?", str(shapes[shape]))
+        add("count", QUESTIONS["count_shape"].format(shapes=PLURAL[shape]), str(shapes[shape]))
     for colour in sorted(colours):
-        add("count", f"how many {colour} objects are there?", str(colours[colour]))
+        add("count", QUESTIONS["count_colour"].format(colour=colour), str(colours[colour]))
     present = sorted(descriptions)
     absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if f"{c} {s}" not in descriptions]
     for answer, options in (("yes", present), ("no", absent)):
         description = options[int(rng.integers(len(options)))]
-        article = "an" if description[0] in "aeiou" else "a"
-        add("exists", f"is there {article} {description}?", answer)
+        add("exists", QUESTIONS["exists"].format(article=article(description), description=description), answer)
 
     unique = [o for o in objects if descriptions[o["description"]] == 1]
     uv = {o["name"]: project(camera, o["position"]) for o in unique}
     depth = {o["name"]: -camera_coords(camera, o["position"])[2] for o in unique}
     for o in unique:
-        add("where", f"where is the {o['description']}?", f"{uv[o['name']][0]:.2f} {uv[o['name']][1]:.2f}")
+        u, v = uv[o["name"]]
+        add("where", QUESTIONS["where"].format(description=o["description"]), f"{u:.2f} {v:.2f}")
     for a in unique:
         for b in unique:
             if a is b:
                 continue
             du = uv[a["name"]][0] - uv[b["name"]][0]
             if abs(du) >= MIN_IMAGE_GAP:
-                add("left_right", f"is the {a['description']} left or right of the {b['description']}?",
-                    "left" if du < 0 else "right")
+                add("left_right", QUESTIONS["left_right"].format(a=a["description"], b=b["description"]),
+                    SIDES[0] if du < 0 else SIDES[1])
             dz = depth[a["name"]] - depth[b["name"]]
             if abs(dz) >= MIN_DEPTH_GAP:
-                add("front_behind", f"is the {a['description']} in front of or behind the {b['description']}?",
-                    "in front" if dz < 0 else "behind")
+                add("front_behind", QUESTIONS["front_behind"].format(a=a["description"], b=b["description"]),
+                    DEPTHS[0] if dz < 0 else DEPTHS[1])
     order = rng.permutation(len(pairs))
     pairs = [pairs[i] for i in order]
     return pairs if max_pairs is None else pairs[:max_pairs]

@@ -32,7 +32,7 @@ from uio_robot.policies.uio2.config import (
 class ModelRecipe:
     size: str = "small"  # small | tiny | large | xl | xxl (ignored when init is set)
     init: str | None = None  # a checkpoint directory to fine-tune instead of training from scratch
-    tokenizer_pieces: int = 400  # SentencePiece pieces of a tokenizer trained from scratch
+    tokenizer_pieces: int = 512  # SentencePiece pieces of a tokenizer trained from scratch (259 are bytes)
     image_size: int = 128  # main image input (small size only), multiple of 16
     init_image_size: int = 0  # with init: fine-tune at this main image size (ViT positions resized); 0 = keep
     history_size: int = 64  # history frame input (small size only)

@@ -213,15 +213,26 @@ def split_mean(values: torch.Tensor, is_action: torch.Tensor) -> tuple[float, fl
 # ---- building the run ---------------------------------------------------------------------------
 
 def tokenizer_texts(data: DemoData) -> list[str]:
-    """Everything the model reads or writes as words: instructions, questions, answers."""
-    texts = {"robot state"}
-    for entry in data.index["episodes"] + data.index["scenes"]:
-        texts.add(entry["instruction"])
+    """Everything the model reads or writes as words, each text as often as the data uses it, and the
+    suite's full vocabulary repeated to weigh as much as the data: a first stage's data (one-object
+    scenes) lacks words such as "left" or "behind" that later stages need, and rare words get no pieces."""
+    texts = []
+    for entry in data.index["episodes"]:
+        texts += [entry["instruction"], "robot state"] * entry["steps"]  # one action prompt per step
+    texts += [entry["instruction"] for entry in data.index["scenes"]]
     for scene in data.scenes:
         for pair in scene.vqa:
-            texts.add(pair["question"])
+            texts.append(pair["question"])
             if pair["kind"] != "where":
-                texts.add(pair["answer"])
+                texts.append(pair["answer"])
+    try:
+        from uio_robot.envs.vocabulary import suite_vocabulary  # the [sim] extra: gymnasium, mujoco
+    except ImportError as err:
+        print(f"tokenizer: the suite's vocabulary is unavailable ({err}); trained on the data's texts only",
+              file=sys.stderr)
+    else:
+        suite = suite_vocabulary()
+        texts += suite * max(1, round(len(texts) / len(suite)))
     return sorted(texts)
 
 

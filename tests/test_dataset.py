@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from uio_robot.agent import record_demos
 from uio_robot.policies import dataset as ds
@@ -157,6 +158,27 @@ def tokenizer(recorded, tmp_path_factory):
     path = tmp_path_factory.mktemp("tok") / "t.model"
     train_tokenizer(tokenizer_texts(load_demos(recorded)), path, vocab_size=300)
     return UIO2Tokenizer(path)
+
+
+def test_a_tokenizer_trained_on_one_object_scenes_still_has_pieces_for_every_suite_word(tmp_path):
+    """A curriculum's first stage sees no "left" or "behind"; its tokenizer must not spell them in bytes."""
+    from uio_robot.envs.vocabulary import suite_vocabulary
+    from uio_robot.policies.recipe import ModelRecipe
+    from uio_robot.policies.train import tokenizer_texts
+
+    one = tmp_path / "one"
+    assert record_demos.main(["--out", str(one), "--tasks", "ReachOne", "--episodes", "2", "--vqa-scenes", "2",
+                              "--vqa-tasks", "ReachOne", "--image-size", "32"]) == 0
+    texts = tokenizer_texts(load_demos(one))
+    suite = set(suite_vocabulary())
+    assert not any("left" in t.split() for t in texts if t not in suite)  # the data alone lacks it
+    path = train_tokenizer(texts, tmp_path / "t.model", vocab_size=ModelRecipe().tokenizer_pieces)
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    for text in suite_vocabulary():
+        pieces = sp.encode(text, out_type=str)
+        assert not any(p.startswith("<0x") for p in pieces), f"{text!r} spelled in bytes: {pieces}"
+    for word in ("left", "right", "behind", "3", "yes", "robot"):
+        assert sp.encode(word, out_type=str) == ["▁" + word], word
 
 
 def test_action_examples_encode_the_chunk_and_state(recorded, tokenizer):

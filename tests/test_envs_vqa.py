@@ -116,3 +116,24 @@ def test_reset_can_keep_fewer_objects_for_grounding_scenes():
             env.reset(seed=4, options={"max_objects": -1})
     finally:
         env.close()
+
+
+def test_suite_vocabulary_has_every_word_of_every_task_and_question():
+    from uio_robot.envs.tasks import TASKS
+    from uio_robot.envs.vocabulary import suite_vocabulary
+
+    words = {w for text in suite_vocabulary() for w in text.split()}
+    said = []
+    for name in TASKS:
+        env = TabletopEnv(name, images=())
+        for seed in range(4):
+            env.reset(seed=seed)
+            said.append(env.episode.instruction)
+            said += [p["question"] for p in vqa_pairs(env.scene_info(), np.random.default_rng(seed))]
+            said += [p["answer"] for p in vqa_pairs(env.scene_info(), np.random.default_rng(seed))
+                     if p["kind"] != "where"]
+        env.close()
+    said += [p["question"] for p in vqa_pairs(KNOWN, np.random.default_rng(0))]
+    missing = {w for text in said for w in text.split()} - words
+    assert not missing, f"words the suite uses but its vocabulary lacks: {sorted(missing)}"
+    assert {"left", "right", "in front", "behind", "yes", "no", "3"} <= set(suite_vocabulary())
