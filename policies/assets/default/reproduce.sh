@@ -8,7 +8,9 @@
 # at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes;
 # stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b); stage 8 in 31 (bf16). Set DEVICE=cpu or cuda (default auto) and WORKERS
 # (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
-# counts below are where each stage ended.
+# counts below are where each stage ended. Stage 1 trains a new tokenizer: since 2026-11-28 512 pieces on
+# the data plus the suite's vocabulary (envs/vocabulary.py); the shipped one has 400 pieces, from the
+# project's first checkpoint, so a rerun's token ids differ from the shipped model's.
 set -euo pipefail
 DATA=${1:-data/default}; RUNS=${2:-runs/default}
 DEVICE=${DEVICE:-auto}; WORKERS=${WORKERS:-6}
