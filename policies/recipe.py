@@ -81,6 +81,10 @@ class OptimRecipe:
     device: str = "auto"
     workers: int = 0  # data-loader processes building batches (0 = in the training process); use >0 on a GPU
     max_minutes: float = 0.0  # stop and save after this long in this process (a resume starts afresh; 0 = no limit)
+    # `uio-robot train`: stop and save at the first validation whose held-out "where" error is at most this many
+    # location bins (0 = off). Why: a grounding stage breaks through after a number of steps that varies
+    # several-fold between seeds, so a fixed step count either wastes time or stops before it grounds.
+    stop_where_bins: float = 0.0
     # bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay float32); 1.5-1.8x
     # faster on a CPU with AVX-512 BF16 (measured), slower on CPUs without bf16 instructions
     precision: str = "fp32"
@@ -155,6 +159,7 @@ def validate_optim(t: OptimRecipe) -> None:
         (t.warmup >= 0 and t.grad_clip > 0, "train.warmup", "warmup >= 0, grad_clip > 0"),
         (t.location_sigma >= 0, "train.location_sigma", "must be >= 0"),
         (t.workers >= 0 and t.max_minutes >= 0, "train.workers", "workers and max_minutes must be >= 0"),
+        (t.stop_where_bins >= 0, "train.stop_where_bins", f"must be >= 0 (0 = off), got {t.stop_where_bins}"),
         (min(t.log_every, t.eval_every, t.save_every) >= 1, "train.save_every", "log/eval/save intervals must be >= 1"),
         (t.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}, got {t.precision!r}"),
     ]

@@ -488,7 +488,7 @@ def train(r: Recipe) -> Path:
         plot_curves(out_dir / PNG_FILE, rows)
         save_state(state_path, model, optimizer, step, epoch, position)  # last: a resume rereads the rest
 
-    start, window, stop = time.time(), [], False
+    start, window, stop = time.time(), [], ""
     bar = tqdm(total=r.train.steps, initial=step, desc="train", disable=not dist.main, unit="step")
     while step < r.train.steps:
         mixed.set_epoch(epoch)
@@ -515,18 +515,25 @@ def train(r: Recipe) -> Path:
             position += r.train.batch_size
             window.append((float(losses.mean()), *split_mean(losses, is_action)))
             bar.update(1)
-            if dist.main and (step % r.train.log_every == 0 or step == r.train.steps):
+            logged = step % r.train.log_every == 0 or step == r.train.steps
+            evaluated = logged and (step % r.train.eval_every == 0 or step == r.train.steps)
+            where_bins = math.inf
+            if dist.main and logged:
                 row = _row(step, epoch, optimizer.param_groups[0]["lr"], window, time.time() - start)
-                if step % r.train.eval_every == 0 or step == r.train.steps:
+                if evaluated:
                     val = validate(model, loss_fn, val_sets, dist.device)
                     row.update({k: f"{v:.5f}" for k, v in val.items() if k in CSV_FIELDS})
+                    where_bins = val.get("val_vqa_bin_err", math.inf)
                 rows.append(row)
                 bar.set_postfix(loss=row["loss"])
                 window = []
             if step % r.train.save_every == 0 or step == r.train.steps:
                 save()
-            stop = r.train.max_minutes > 0 and step % r.train.log_every == 0 and dist.any(
-                time.time() - start > r.train.max_minutes * 60)
+            if r.train.stop_where_bins > 0 and evaluated and dist.any(where_bins <= r.train.stop_where_bins):
+                stop = f"where error {where_bins:.1f} bins <= train.stop_where_bins={r.train.stop_where_bins:g}"
+            elif r.train.max_minutes > 0 and step % r.train.log_every == 0 and dist.any(
+                    time.time() - start > r.train.max_minutes * 60):
+                stop = f"train.max_minutes={r.train.max_minutes:g} reached"
             if stop:
                 break
         if stop:
@@ -534,7 +541,7 @@ def train(r: Recipe) -> Path:
                 if "val_action_loss" not in rows[-1]:  # the stop's logged step: give its row validation figures
                     rows[-1].update({k: f"{v:.5f}" for k, v in validate(model, loss_fn, val_sets, dist.device).items()
                                      if k in CSV_FIELDS})
-                print(f"train: train.max_minutes={r.train.max_minutes:g} reached at step {step}; saved")
+                print(f"train: {stop} at step {step}; saved")
             save()
             break
         if step < r.train.steps:

@@ -185,6 +185,21 @@ def test_max_minutes_stops_and_saves_with_validation(demos, tmp_path):
     assert read_metadata(out / "checkpoint")["train"]["step"] == 2
 
 
+def test_stop_where_bins_stops_at_the_first_validation_that_grounds(demos, tmp_path):
+    out = tmp_path / "grounded"  # every where error is within 999 bins: the first validation stops it
+    train_mod.train(_recipe(demos, out, "train.steps=40", "train.log_every=2", "train.eval_every=4",
+                            "train.stop_where_bins=999"))
+    rows = _rows(out)
+    assert rows[-1]["step"] == "4" and 0 <= float(rows[-1]["val_vqa_bin_err"]) <= 999
+    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 4
+    out = tmp_path / "not_grounded"  # a threshold no tiny run reaches: it trains to the end
+    train_mod.train(_recipe(demos, out, "train.steps=8", "train.log_every=2", "train.eval_every=4",
+                            "train.stop_where_bins=1e-9"))
+    assert _rows(out)[-1]["step"] == "8"
+    with pytest.raises(RecipeError, match="train.stop_where_bins"):
+        load_recipe(["train.stop_where_bins=-1"])
+
+
 def test_fine_tuning_at_a_larger_image_size(demos, tmp_path):
     first = train_mod.train(_recipe(demos, tmp_path / "a", "train.steps=2", "data.chunk=3"))
     with pytest.raises(RecipeError, match="model.init_image_size"):
