@@ -9,6 +9,9 @@
 # shipped model came from the longer reproduce.sh. Stages 1-2 run in float32: under bf16 stage 1 grounded
 # about 200 steps later (README). Measured after this version's run (README, "The other branch"): a 64 px
 # anneal in place of stage 4 did better on both targets, so the next version should drop the 128 px stage.
+# Since this run, stage 1 trains a 512-piece tokenizer on the data and the suite's vocabulary (the measured run:
+# 400 pieces, stage 1's texts only); a run with it (README, "A third attempt") grounded worse, within the
+# seed-to-seed spread of stage 1, which is wide: see README before comparing one run with another.
 set -euo pipefail
 DATA=${1:-data/hour}; RUNS=${2:-runs/hour}; WHAT=${3:-all}
 PRECISION=${PRECISION:-bf16}
