@@ -174,7 +174,7 @@ def test_a_tokenizer_trained_on_one_object_scenes_still_has_pieces_for_every_sui
     assert not any("left" in t.split() for t in texts if t not in suite)  # the data alone lacks it
     path = train_tokenizer(texts, tmp_path / "t.model", vocab_size=ModelRecipe().tokenizer_pieces)
     sp = spm.SentencePieceProcessor(model_file=str(path))
-    for text in suite_vocabulary():
+    for text in suite:
         pieces = sp.encode(text, out_type=str)
         assert not any(p.startswith("<0x") for p in pieces), f"{text!r} spelled in bytes: {pieces}"
     for word in ("left", "right", "behind", "3", "yes", "robot"):

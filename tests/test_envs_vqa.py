@@ -129,9 +129,8 @@ def test_suite_vocabulary_has_every_word_of_every_task_and_question():
         for seed in range(4):
             env.reset(seed=seed)
             said.append(env.episode.instruction)
-            said += [p["question"] for p in vqa_pairs(env.scene_info(), np.random.default_rng(seed))]
-            said += [p["answer"] for p in vqa_pairs(env.scene_info(), np.random.default_rng(seed))
-                     if p["kind"] != "where"]
+            pairs = vqa_pairs(env.scene_info(), np.random.default_rng(seed))
+            said += [p["question"] for p in pairs] + [p["answer"] for p in pairs if p["kind"] != "where"]
         env.close()
     said += [p["question"] for p in vqa_pairs(KNOWN, np.random.default_rng(0))]
     missing = {w for text in said for w in text.split()} - words
