@@ -12,7 +12,7 @@ from string import Formatter
 
 from .scene import COLOURS, SHAPES
 from .tasks import TASKS
-from .vqa import DEPTHS, MAX_COUNT, PLURAL, QUESTIONS, SIDES, article
+from .vqa import DEPTHS, MAX_COUNT, PLURAL, QUESTIONS, SIDES, YES_NO, article
 
 
 def _fill(template: str, descriptions: list[str]) -> list[str]:
@@ -37,5 +37,5 @@ def suite_vocabulary() -> list[str]:
     texts.update(QUESTIONS["exists"].format(article=article(d), description=d) for d in descriptions)
     for kind in ("where", "left_right", "front_behind"):
         texts.update(_fill(QUESTIONS[kind], descriptions))
-    texts.update([*COLOURS, *SHAPES, *map(str, range(MAX_COUNT + 1)), "yes", "no", *SIDES, *DEPTHS])
+    texts.update([*COLOURS, *SHAPES, *map(str, range(MAX_COUNT + 1)), *YES_NO, *SIDES, *DEPTHS])
     return sorted(texts)

@@ -23,6 +23,7 @@ MIN_IMAGE_GAP = 0.04  # normalized image distance below which left/right is not 
 MIN_DEPTH_GAP = 0.03  # metres of camera depth below which in front/behind is not asked
 PLURAL = {"cube": "cubes", "cylinder": "cylinders", "ball": "balls"}
 MAX_COUNT = 9  # counts are answered as one digit
+YES_NO = ("yes", "no")  # answers to exists
 SIDES = ("left", "right")  # answers to left_right
 DEPTHS = ("in front", "behind")  # answers to front_behind, "in front" = closer to the camera
 # Every question form, by kind (count has three); `suite_vocabulary` fills them with every word.
@@ -94,7 +95,7 @@ def vqa_pairs(scene_info: dict[str, Any], rng: np.random.Generator, max_pairs: i
         add("count", QUESTIONS["count_colour"].format(colour=colour), str(colours[colour]))
     present = sorted(descriptions)
     absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if f"{c} {s}" not in descriptions]
-    for answer, options in (("yes", present), ("no", absent)):
+    for answer, options in zip(YES_NO, (present, absent)):
         description = options[int(rng.integers(len(options)))]
         add("exists", QUESTIONS["exists"].format(article=article(description), description=description), answer)
 
