@@ -17,6 +17,8 @@ import numpy as np
 
 from uio_robot.policies.dataset import HELDOUT_SEED, DemoWriter
 
+MAX_ACTION_NOISE = 0.05  # metres: one full step of the action space
+
 
 def _tasks(text: str) -> list[str]:
     from uio_robot.envs import TASKS
@@ -40,11 +42,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="VQA-only scenes keep at most this many of the task's objects (0: all); fewer "
                         "objects make easier grounding data")
     p.add_argument("--max-vqa-pairs", type=int, default=None, help="keep at most this many pairs per scene")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std (metres) of Gaussian noise added to each executed x/y/z step; the recorded action "
+                        "stays the expert's, so the demos show how to recover from off-path states (DART)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--cameras", default="image", help="comma-separated: image, wrist_image")
     args = p.parse_args(argv)
     if args.episodes < 0 or args.vqa_scenes < 0 or args.vqa_max_objects < 0:
         p.error("--episodes, --vqa-scenes and --vqa-max-objects must be >= 0")
+    if not 0 <= args.action_noise <= MAX_ACTION_NOISE:
+        p.error(f"--action-noise must lie in [0, {MAX_ACTION_NOISE}] metres (got {args.action_noise})")
     last = args.seed + args.episodes + args.vqa_scenes - 1
     if args.seed < 0 or last >= HELDOUT_SEED:
         p.error(f"seeds {args.seed}..{last} must lie in [0, {HELDOUT_SEED}) (evaluation uses {HELDOUT_SEED}+)")
@@ -52,28 +59,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_episode(env, expert, seed: int, max_pairs: int | None):
-    """One expert episode: (instruction, frames per camera, states, actions, success, VQA pairs)."""
+def run_episode(env, expert, seed: int, max_pairs: int | None, action_noise: float = 0.0):
+    """One expert episode: (instruction, frames per camera, states, actions, success, VQA pairs, the
+    actions executed, or None where they are the recorded ones).
+
+    With `action_noise` > 0 the executed step gets seeded Gaussian noise on x/y/z while the recorded
+    action is the expert's choice in the state it saw: states off the expert's straight path, each
+    labelled with the correction."""
     from uio_robot.envs.vqa import vqa_pairs
 
     obs, info = env.reset(seed=seed)
     pairs = vqa_pairs(env.scene_info(), np.random.default_rng(seed), max_pairs)
+    noise_rng = np.random.default_rng([seed, 1])
     cameras = [k for k in obs if k not in ("state", "instruction")]
     frames = {c: [] for c in cameras}
-    states, actions = [], []
+    states, actions, sent = [], [], []
     success = False
     for _ in range(env.task.max_episode_steps):
         action = np.clip(expert.act(obs), env.action_space.low, env.action_space.high)
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:3] += noise_rng.normal(0.0, action_noise, 3).astype(np.float32)
+            executed = np.clip(executed, env.action_space.low, env.action_space.high)
         for c in cameras:
             frames[c].append(obs[c])
         states.append(obs["state"])
         actions.append(action)
-        obs, _, terminated, _, info = env.step(action)
+        sent.append(executed)
+        obs, _, terminated, _, info = env.step(executed)
         success = bool(info["is_success"])
         if terminated:
             break
     return (obs["instruction"], {c: np.stack(v) for c, v in frames.items()}, np.stack(states),
-            np.stack(actions), success, pairs)
+            np.stack(actions), success, pairs, np.stack(sent) if action_noise > 0 else None)
 
 
 def main(argv: list[str]) -> int:
@@ -106,9 +124,9 @@ def main(argv: list[str]) -> int:
                 writer.add_scene(task, seed, obs["instruction"], obs[args.cameras[0]], pairs)
                 continue
             expert = make_expert(env)
-            instruction, frames, states, actions, success, pairs = run_episode(env, expert, seed,
-                                                                                args.max_vqa_pairs)
-            writer.add_episode(task, seed, instruction, frames, states, actions, success, pairs)
+            instruction, frames, states, actions, success, pairs, executed = run_episode(
+                env, expert, seed, args.max_vqa_pairs, args.action_noise)
+            writer.add_episode(task, seed, instruction, frames, states, actions, success, pairs, executed)
             counts[task][0] += 1
             counts[task][1] += int(success)
     finally:

@@ -14,7 +14,9 @@ On-disk format (version 1), one directory:
 An episode file holds, for T control steps: per camera `<camera>` uint8 [T, H, W, 3] (the observation
 before each action), `state` float32 [T, S], `action` float32 [T, A], and `instruction`, `task`
 (str), `seed` (int), `success` (bool), plus the VQA pairs of the first frame as the string arrays
-`vqa_question`, `vqa_answer`, `vqa_kind`. A scene file holds `image` [H, W, 3] and the same VQA keys.
+`vqa_question`, `vqa_answer`, `vqa_kind`. Demos recorded with action noise (`record --action-noise`)
+add `executed_action` [T, A], what the robot was sent; `action` stays the expert's choice. A scene file
+holds `image` [H, W, 3] and the same VQA keys.
 Strings are numpy unicode arrays, so nothing needs pickle to load.
 
 Why this shape: a file per episode written to a temporary name and renamed, then the index replaced,
@@ -149,11 +151,15 @@ class DemoWriter:
         return (task, int(seed), kind) in self._index
 
     def add_episode(self, task: str, seed: int, instruction: str, frames: dict[str, np.ndarray],
-                    state: np.ndarray, action: np.ndarray, success: bool, vqa: Sequence[dict]) -> Path:
+                    state: np.ndarray, action: np.ndarray, success: bool, vqa: Sequence[dict],
+                    executed: np.ndarray | None = None) -> Path:
         steps = len(action)
-        if len(state) != steps or any(len(v) != steps for v in frames.values()):
+        if len(state) != steps or any(len(v) != steps for v in frames.values()) or (
+                executed is not None and len(executed) != steps):
             raise DatasetError(f"episode {task}-{seed}: {steps} actions but states/frames of other lengths")
         arrays = {name: np.asarray(v, dtype=np.uint8) for name, v in frames.items()}
+        if executed is not None:
+            arrays["executed_action"] = np.asarray(executed, np.float32)
         arrays.update(state=np.asarray(state, np.float32), action=np.asarray(action, np.float32),
                       instruction=np.array(instruction), task=np.array(task), seed=np.array(int(seed)),
                       success=np.array(bool(success)), **vqa_arrays(vqa))

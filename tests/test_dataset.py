@@ -80,6 +80,33 @@ def test_record_refuses_evaluation_seeds(tmp_path):
         record_demos.main(["--out", str(tmp_path), "--episodes", "5", "--seed", "99998"])
 
 
+def test_record_with_action_noise_labels_each_noisy_state_with_the_experts_correction(recorded, tmp_path):
+    from uio_robot.envs import TabletopEnv
+    from uio_robot.envs.experts import CRUISE
+    from uio_robot.envs.tasks import Reach
+
+    with np.load(recorded / read_index(recorded)["episodes"][0]["file"]) as f:
+        assert "executed_action" not in f.files  # clean demos execute what they record
+    out = tmp_path / "noisy"
+    assert record_demos.main(["--out", str(out), "--tasks", "Reach", "--episodes", "2", "--image-size", "32",
+                              "--action-noise", "0.01"]) == 0
+    env = TabletopEnv("Reach", image_size=32)
+    try:
+        for entry in read_index(out)["episodes"]:
+            with np.load(out / entry["file"]) as f:
+                state, action, executed = f["state"], f["action"], f["executed_action"]
+            noise = executed[:, :3] - action[:, :3]
+            assert 0.005 < noise.std() < 0.02 and np.array_equal(executed[:, 3:], action[:, 3:])
+            env.reset(seed=entry["seed"])
+            err = Reach.goal(env) - state[:, :3]  # the label is the expert's step from the state it saw
+            dist = np.linalg.norm(err, axis=1, keepdims=True)
+            np.testing.assert_allclose(action[:, :3], err * np.minimum(1.0, CRUISE / dist), atol=1e-5)
+    finally:
+        env.close()
+    with pytest.raises(SystemExit):
+        record_demos.main(["--out", str(tmp_path / "bad"), "--episodes", "1", "--action-noise", "-0.01"])
+
+
 def test_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     w = _writer(tmp_path)
