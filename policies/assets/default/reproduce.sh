@@ -6,7 +6,7 @@
 # Recording takes ~15 minutes on 2 CPU cores. Stages 1-4 ran on one H200 (about 11 minutes, with
 # three other runs sharing the card); on a 2-core CPU they would take hours. Stage 5, a short anneal
 # at 64 px, ran on the 2-core CPU in 15 minutes; stage 6, the fine-tune at 128 px, in about 70 minutes;
-# stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b); stage 8 in 31 (bf16). Set DEVICE=cpu or cuda (default auto) and WORKERS
+# stage 7, on data recorded at 128 px, in 72 + 38 minutes (7, 7b); stage 8 in 31 (bf16), stage 9 (recovery demos) in 23. Set DEVICE=cpu or cuda (default auto) and WORKERS
 # (data-loader processes; 0 on a small CPU). Stage boundaries were set by time on the GPU; the step
 # counts below are where each stage ended. Stage 1 trains a new tokenizer: since 2026-11-28 512 pieces on
 # the data plus the suite's vocabulary (envs/vocabulary.py); the shipped one has 400 pieces, from the
@@ -91,4 +91,18 @@ wait "$first"
 uio-robot train data.dir="$FULL128" "data.more_dirs=[$EXTRA]" "data.tasks=[ReachOne,Reach]" data.vqa_fraction=0.45 \
   "${SHAPES[@]}" "${CPU[@]}" train.precision=bf16 model.init="$RUNS/s7b/checkpoint" train.lr=1e-4 train.warmup=20 \
   train.steps=3600 train.eval_every=600 out_dir="$RUNS/s8"
-echo "the model: $RUNS/s8/checkpoint"
+# 9. recovery demos: `record --action-noise 0.01` executes each expert step with 1 cm of noise per axis and
+# records the expert's own step from the state reached. 3000 Reach (seeds 12000-14999, the same scenes as
+# EXTRA's clean demos) and 2000 ReachOne (seeds 2000-3999), 62 s with two recorders; trained with
+# one_hour_cpu.sh's 128 px recordings and EXTRA, lr 1e-4 -> 0 under bf16 (23 minutes on the 2-core CPU)
+HOUR=$DATA/hour; NOISY=$DATA/noisy
+bash "$(dirname "$0")/one_hour_cpu.sh" "$HOUR" "$RUNS/hour" record
+uio-robot record --out "$NOISY" --tasks Reach --episodes 1500 --seed 12000 --action-noise 0.01 &
+first=$!
+uio-robot record --out "$NOISY" --tasks Reach --episodes 1500 --seed 13500 --action-noise 0.01
+uio-robot record --out "$NOISY" --tasks ReachOne --episodes 2000 --seed 2000 --action-noise 0.01
+wait "$first"
+uio-robot train data.dir="$HOUR/one" "data.more_dirs=[$HOUR/rest,$EXTRA,$NOISY]" "data.tasks=[ReachOne,Reach]" \
+  data.vqa_fraction=0.45 "${SHAPES[@]}" "${CPU[@]}" train.precision=bf16 model.init="$RUNS/s8/checkpoint" train.lr=1e-4 \
+  train.warmup=20 train.steps=2400 train.eval_every=600 out_dir="$RUNS/s9"
+echo "the model: $RUNS/s9/checkpoint"
