@@ -93,7 +93,7 @@ uio-robot train data.dir="$FULL128" "data.more_dirs=[$EXTRA]" "data.tasks=[Reach
   train.steps=3600 train.eval_every=600 out_dir="$RUNS/s8"
 # 9. recovery demos: `record --action-noise 0.01` executes each expert step with 1 cm of noise per axis and
 # records the expert's own step from the state reached. 3000 Reach (seeds 12000-14999, the same scenes as
-# EXTRA's clean demos) and 2000 ReachOne (seeds 2000-3999), 62 s with two recorders; trained with
+# EXTRA's clean demos) and 2000 ReachOne (seeds 2000-3999), about 5 minutes with two recorders; trained with
 # one_hour_cpu.sh's 128 px recordings and EXTRA, lr 1e-4 -> 0 under bf16 (23 minutes on the 2-core CPU)
 HOUR=$DATA/hour; NOISY=$DATA/noisy
 bash "$(dirname "$0")/one_hour_cpu.sh" "$HOUR" "$RUNS/hour" record
