@@ -77,10 +77,11 @@ def run_episode(env, expert, seed: int, max_pairs: int | None, action_noise: flo
     success = False
     for _ in range(env.task.max_episode_steps):
         action = np.clip(expert.act(obs), env.action_space.low, env.action_space.high)
-        executed = action.copy()
+        executed = action
         if action_noise > 0:
-            executed[:3] += noise_rng.normal(0.0, action_noise, 3).astype(np.float32)
-            executed = np.clip(executed, env.action_space.low, env.action_space.high)
+            noise = np.zeros_like(action)
+            noise[:3] = noise_rng.normal(0.0, action_noise, 3)
+            executed = np.clip(action + noise, env.action_space.low, env.action_space.high)
         for c in cameras:
             frames[c].append(obs[c])
         states.append(obs["state"])

@@ -156,7 +156,8 @@ class DemoWriter:
         steps = len(action)
         if len(state) != steps or any(len(v) != steps for v in frames.values()) or (
                 executed is not None and len(executed) != steps):
-            raise DatasetError(f"episode {task}-{seed}: {steps} actions but states/frames of other lengths")
+            raise DatasetError(f"episode {task}-{seed}: {steps} actions but states/frames/executed actions "
+                               "of other lengths")
         arrays = {name: np.asarray(v, dtype=np.uint8) for name, v in frames.items()}
         if executed is not None:
             arrays["executed_action"] = np.asarray(executed, np.float32)
