@@ -131,6 +131,7 @@ def main(argv: list[str]) -> int:
             counts[task][0] += 1
             counts[task][1] += int(success)
     finally:
+        writer.close()  # lists what was recorded, also after Ctrl-C
         for env in envs.values():
             env.close()
     for task, (n, ok) in counts.items():

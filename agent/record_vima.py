@@ -69,6 +69,7 @@ def main(argv: list[str]) -> int:
             ok[task][0] += 1
             ok[task][1] += int(info["is_success"])
     finally:
+        writer.close()  # lists what was recorded, also after Ctrl-C
         for env in envs.values():
             env.close()
     for task, (n, s) in ok.items():

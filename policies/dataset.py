@@ -2,7 +2,7 @@
 
 On-disk format (version 1), one directory:
 
-    index.json                     what is there (rewritten atomically after every file)
+    index.json                     what is there (rewritten atomically every 2 s and at the end)
     episodes/<Task>-<seed>.npz     one scripted-expert episode
     scenes/<Task>-<seed>.npz       one VQA-only scene (a first frame and its question/answer pairs)
 
@@ -19,9 +19,10 @@ add `executed_action` [T, A], what the robot was sent; `action` stays the expert
 holds `image` [H, W, 3] and the same VQA keys.
 Strings are numpy unicode arrays, so nothing needs pickle to load.
 
-Why this shape: a file per episode written to a temporary name and renamed, then the index replaced,
-means an interrupted recording leaves every earlier episode readable and recording can resume by
-skipping what the index lists.
+Why this shape: a file per episode written to a temporary name and renamed, and the index replaced
+every few seconds and when the writer closes, means an interrupted recording leaves every listed episode
+readable and recording can resume by skipping what the index lists (a file written in the last seconds
+before a hard kill, not listed yet, is recorded again: seeds make it the same).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +75,15 @@ def vqa_arrays(pairs: Sequence[dict]) -> dict[str, np.ndarray]:
 class SharedIndex:
     """A dataset's index.json, which several writers (recorder processes) may extend at once.
 
-    Each append takes a file lock and, when another writer has replaced the file since this one last
-    read or wrote it, rereads it first, so no writer drops another's entries. An entry whose key is
-    already listed is not added twice."""
+    Entries are kept in memory and written at most every `flush_s` seconds and at `flush()`. Why: the
+    index grows with the dataset, so rewriting it after every file made recording quadratic (an
+    11 000-entry index took longer to rewrite than an episode to record). A flush takes a file lock and,
+    when another writer has replaced the file since this one last read or wrote it, rereads it first, so
+    no writer drops another's entries. An entry whose key is already listed is not added twice."""
 
-    def __init__(self, root: str | Path, header: dict, kinds: Sequence[str], read, key):
+    def __init__(self, root: str | Path, header: dict, kinds: Sequence[str], read, key, flush_s: float = 2.0):
         self.root, self._kinds, self._read, self._key = Path(root), tuple(kinds), read, key
-        self._seen = self._stamp()  # before the read: a write in between shows at the next append
+        self._seen = self._stamp()  # before the read: a write in between shows at the next flush
         if (self.root / INDEX).is_file():
             self.data = read(self.root)
             mismatched = [k for k, v in header.items() if self.data.get(k) != v]
@@ -89,22 +93,38 @@ class SharedIndex:
         else:
             self.data = {**header, **{kind: [] for kind in self._kinds}}
         self._keys = self._listed()
+        self._pending: list[tuple[str, dict]] = []
+        self._flush_s, self._flushed_at = flush_s, time.monotonic()
 
     def __contains__(self, key) -> bool:
         return key in self._keys
 
     def append(self, kind: str, entry: dict) -> None:
+        key = self._key(kind, entry)
+        if key not in self._keys:
+            self.data[kind].append(entry)
+            self._keys.add(key)
+            self._pending.append((kind, entry))
+        if time.monotonic() - self._flushed_at >= self._flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the entries appended since the last flush (merged with other writers')."""
+        if not self._pending:
+            return
         with _locked(self.root / INDEX_LOCK):
             stamp = self._stamp()
             if stamp is not None and stamp != self._seen:
                 self.data = self._read(self.root)
                 self._keys = self._listed()
-            key = self._key(kind, entry)
-            if key not in self._keys:
-                self.data[kind].append(entry)
-                self._keys.add(key)
+                for kind, entry in self._pending:
+                    if self._key(kind, entry) not in self._keys:
+                        self.data[kind].append(entry)
+                        self._keys.add(self._key(kind, entry))
             atomic_write_bytes(self.root / INDEX, json.dumps(self.data, indent=1).encode())
             self._seen = self._stamp()
+        self._pending.clear()
+        self._flushed_at = time.monotonic()
 
     def _listed(self) -> set:
         return {self._key(kind, e) for kind in self._kinds for e in self.data[kind]}
@@ -130,22 +150,38 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class DemoWriter:
-    """Adds episodes and scenes to a dataset directory, keeping index.json consistent after each one.
-    Several recorders may write one directory at once (`SharedIndex`)."""
+class IndexedWriter:
+    """A dataset writer over a `SharedIndex`; use it in a `with` block (or call `close`) so the last
+    entries reach index.json, also when recording is interrupted."""
+
+    _index: SharedIndex
+
+    @property
+    def index(self) -> dict:
+        return self._index.data
+
+    def close(self) -> None:
+        self._index.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DemoWriter(IndexedWriter):
+    """Adds episodes and scenes to a dataset directory and lists them in index.json. Several recorders
+    may write one directory at once (`SharedIndex`)."""
 
     def __init__(self, root: str | Path, action_names: Sequence[str], state_names: Sequence[str],
-                 control_period_s: float, image_size: int, cameras: Sequence[str]):
+                 control_period_s: float, image_size: int, cameras: Sequence[str], flush_s: float = 2.0):
         self.root = Path(root)
         header = {"format": FORMAT, "version": VERSION, "action_names": list(action_names),
                   "state_names": list(state_names), "control_period_s": float(control_period_s),
                   "image_size": int(image_size), "cameras": list(cameras)}
         self._index = SharedIndex(self.root, header, ("episodes", "scenes"), read_index,
-                                  key=lambda kind, e: (e["task"], e["seed"], kind))
-
-    @property
-    def index(self) -> dict:
-        return self._index.data
+                                  key=lambda kind, e: (e["task"], e["seed"], kind), flush_s=flush_s)
 
     def has(self, kind: str, task: str, seed: int) -> bool:
         return (task, int(seed), kind) in self._index

@@ -27,7 +27,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from uio_robot.policies.codec import Codec
-from uio_robot.policies.dataset import INDEX, DatasetError, SharedIndex, atomic_save_npz, read_json_index
+from uio_robot.policies.dataset import INDEX, DatasetError, IndexedWriter, SharedIndex, atomic_save_npz, read_json_index
 from uio_robot.policies.prompts import location_text
 from uio_robot.policies.uio2.preprocess import preprocess_example
 from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
@@ -35,9 +35,9 @@ from uio_robot.policies.vima_prompts import multimodal_prompt, primitive_target
 FORMAT, VERSION = "uio_robot.vima_demos", 1
 
 
-class VimaDemoWriter:
-    """Adds episodes to a VIMA demo directory, keeping index.json consistent after each one (several
-    recorders may share a directory: `SharedIndex`)."""
+class VimaDemoWriter(IndexedWriter):
+    """Adds episodes to a VIMA demo directory and lists them in index.json (several recorders may share
+    a directory: `SharedIndex`)."""
 
     def __init__(self, root: str | Path, action_names: Sequence[str], action_low, action_high, camera: str,
                  image_size: int):
@@ -47,10 +47,6 @@ class VimaDemoWriter:
                   "camera": camera, "image_size": int(image_size)}
         self._index = SharedIndex(self.root, header, ("episodes",), read_index,
                                   key=lambda kind, e: (e["task"], str(e["level"]), e["seed"]))
-
-    @property
-    def index(self) -> dict:
-        return self._index.data
 
     def has(self, task: str, level: str, seed: int) -> bool:
         return (task, str(level), int(seed)) in self._index

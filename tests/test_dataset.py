@@ -41,8 +41,8 @@ def _episode(rng, steps=6):
                                       1).astype(np.float32))
 
 
-def _writer(root):
-    return DemoWriter(root, NAMES_A, NAMES_S, 0.05, 16, ["image"])
+def _writer(root, flush_s=2.0):
+    return DemoWriter(root, NAMES_A, NAMES_S, 0.05, 16, ["image"], flush_s=flush_s)
 
 
 def test_record_writes_the_documented_schema(recorded):
@@ -109,11 +109,11 @@ def test_record_with_action_noise_labels_each_noisy_state_with_the_experts_corre
 
 def test_round_trip(tmp_path):
     rng = np.random.default_rng(0)
-    w = _writer(tmp_path)
     ep = _episode(rng)
     pairs = [{"question": "how many objects are on the table?", "answer": "3", "kind": "count"}]
-    w.add_episode("Reach", 7, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, pairs)
-    w.add_episode("Reach", 8, "reach the blue ball", ep["frames"], ep["state"], ep["action"], False, [])
+    with _writer(tmp_path) as w:
+        w.add_episode("Reach", 7, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, pairs)
+        w.add_episode("Reach", 8, "reach the blue ball", ep["frames"], ep["state"], ep["action"], False, [])
     data = load_demos(tmp_path)
     assert len(data.episodes) == 1  # the failed episode is recorded but not trained on
     got = data.episodes[0]
@@ -128,7 +128,7 @@ def test_round_trip(tmp_path):
 def test_crash_mid_write_keeps_earlier_episodes(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     ep = _episode(rng)
-    w = _writer(tmp_path)
+    w = _writer(tmp_path, flush_s=3600)
     w.add_episode("Reach", 0, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
     real = np.savez_compressed
 
@@ -137,7 +137,7 @@ def test_crash_mid_write_keeps_earlier_episodes(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ds.np, "savez_compressed", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), w:  # the recorder closes its writer however it stops
         w.add_episode("Reach", 1, "reach the blue ball", ep["frames"], ep["state"], ep["action"], True, [])
     monkeypatch.undo()
     assert [e["seed"] for e in read_index(tmp_path)["episodes"]] == [0]
@@ -150,8 +150,8 @@ def test_crash_mid_write_keeps_earlier_episodes(tmp_path, monkeypatch):
 def test_damaged_and_mismatched_files_are_clear_errors(tmp_path):
     rng = np.random.default_rng(2)
     ep = _episode(rng)
-    _writer(tmp_path).add_episode("Reach", 0, "reach the red cube", ep["frames"], ep["state"], ep["action"],
-                                  True, [])
+    with _writer(tmp_path) as w:
+        w.add_episode("Reach", 0, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
     path = tmp_path / "episodes" / "Reach-000000.npz"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DatasetError, match="Reach-000000.npz: damaged"):
@@ -166,10 +166,10 @@ def test_damaged_and_mismatched_files_are_clear_errors(tmp_path):
 
 def test_codec_from_data_leaves_a_binary_gripper_unnormalized(tmp_path):
     rng = np.random.default_rng(3)
-    w = _writer(tmp_path)
     eps = [_episode(rng, 20) for _ in range(3)]
-    for i, ep in enumerate(eps):
-        w.add_episode("Reach", i, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
+    with _writer(tmp_path) as w:
+        for i, ep in enumerate(eps):
+            w.add_episode("Reach", i, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
     codec = compute_codec(load_demos(tmp_path), chunk=4)
     actions = np.concatenate([e["action"] for e in eps])
     assert codec.action.normalize == [True, True, False]
@@ -265,14 +265,30 @@ def test_vqa_split_and_mixture(recorded, tokenizer):
 
 def test_two_recorders_in_one_directory_keep_each_others_entries(tmp_path):
     ep = _episode(np.random.default_rng(3))
-    a, b = _writer(tmp_path), _writer(tmp_path)
+    a, b = _writer(tmp_path, flush_s=0), _writer(tmp_path, flush_s=3600)  # a flushes every entry, b at close
     for seed in range(3):  # interleaved, as two recorder processes side by side write
         for w, task in ((a, "Reach"), (b, "Push")):
             w.add_episode(task, seed, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
     b.add_scene("Push", 9, "push the cube", ep["frames"]["image"][0], [])
     a.add_episode("Reach", 0, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])  # again
+    b.close()
+    a.add_episode("Reach", 3, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
+    a.close()
     index = read_index(tmp_path)
     assert sorted((e["task"], e["seed"]) for e in index["episodes"]) == [
-        ("Push", 0), ("Push", 1), ("Push", 2), ("Reach", 0), ("Reach", 1), ("Reach", 2)]
+        ("Push", 0), ("Push", 1), ("Push", 2), ("Reach", 0), ("Reach", 1), ("Reach", 2), ("Reach", 3)]
     assert [e["seed"] for e in index["scenes"]] == [9]
-    assert len(load_demos(tmp_path).episodes) == 6
+    assert len(load_demos(tmp_path).episodes) == 7
+
+
+def test_the_index_is_rewritten_every_few_seconds_not_after_every_file(tmp_path, monkeypatch):
+    """Rewriting a growing index after each file made long recordings quadratic."""
+    writes = []
+    real = ds.atomic_write_bytes
+    monkeypatch.setattr(ds, "atomic_write_bytes", lambda path, data: (writes.append(path), real(path, data)))
+    ep = _episode(np.random.default_rng(4))
+    with _writer(tmp_path, flush_s=3600) as w:
+        for seed in range(20):
+            w.add_episode("Reach", seed, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
+        assert not (tmp_path / "index.json").exists() and w.has("episodes", "Reach", 19)
+    assert len(writes) == 1 and len(read_index(tmp_path)["episodes"]) == 20
