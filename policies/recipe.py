@@ -86,7 +86,8 @@ class OptimRecipe:
     # several-fold between seeds, so a fixed step count either wastes time or stops before it grounds.
     stop_where_bins: float = 0.0
     # bf16: forward and backward under bfloat16 autocast (weights, optimizer and loss stay float32); 1.5-1.8x
-    # faster on a CPU with AVX-512 BF16 (measured), slower on CPUs without bf16 instructions
+    # faster on an AMD EPYC with AVX-512 BF16, about even on an Intel Xeon with AMX (measured, 2 cores), slower on
+    # CPUs without bf16 instructions
     precision: str = "fp32"
 
 
