@@ -94,18 +94,9 @@ uio-robot train data.dir="$FULL128" "data.more_dirs=[$EXTRA]" "data.tasks=[Reach
 # 9. recovery demos: `record --action-noise 0.01` executes each expert step with 1 cm of noise per axis and
 # records the expert's own step from the state reached. 3000 Reach (seeds 12000-14999, the same scenes as
 # EXTRA's clean demos) and 2000 ReachOne (seeds 2000-3999), about 5 minutes with two recorders; trained with
-# 128 px recordings ("hour": the second one-hour CPU recipe's data) and EXTRA, lr 1e-4 -> 0 under bf16 (23 minutes
-# on the 2-core CPU)
+# one_hour_cpu.sh's 128 px recordings and EXTRA, lr 1e-4 -> 0 under bf16 (23 minutes on the 2-core CPU)
 HOUR=$DATA/hour; NOISY=$DATA/noisy
-uio-robot record --out "$HOUR/rest" --tasks Reach --episodes 3000 --seed 0 &
-first=$!
-uio-robot record --out "$HOUR/one" --tasks ReachOne --episodes 2000 --vqa-scenes 1000 --vqa-tasks ReachOne
-uio-robot record --out "$HOUR/one" --tasks Reach --episodes 0 --seed 50000 --vqa-scenes 2000 --vqa-tasks Reach \
-  --vqa-max-objects 1
-uio-robot record --out "$HOUR/rest" --tasks Reach --episodes 0 --seed 4000 --vqa-scenes 3000 --vqa-tasks Reach
-uio-robot record --out "$HOUR/rest" --tasks Reach --episodes 0 --seed 0 --vqa-scenes 400 \
-  --vqa-tasks Push,PickPlace,Stack,PickByDescription
-wait "$first"
+bash "$(dirname "$0")/one_hour_cpu.sh" "$HOUR" "$RUNS/hour" record
 uio-robot record --out "$NOISY" --tasks Reach --episodes 1500 --seed 12000 --action-noise 0.01 &
 first=$!
 uio-robot record --out "$NOISY" --tasks Reach --episodes 1500 --seed 13500 --action-noise 0.01
