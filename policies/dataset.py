@@ -76,8 +76,8 @@ class SharedIndex:
     """A dataset's index.json, which several writers (recorder processes) may extend at once.
 
     Entries are kept in memory and written at most every `flush_s` seconds and at `flush()`. Why: the
-    index grows with the dataset, so rewriting it after every file made recording quadratic (an
-    11 000-entry index took longer to rewrite than an episode to record). A flush takes a file lock and,
+    index grows with the dataset, so rewriting it after every file made recording quadratic (two
+    recorders fell from 13-17 to 3.4 episodes/s at about 10 000 entries). A flush takes a file lock and,
     when another writer has replaced the file since this one last read or wrote it, rereads it first, so
     no writer drops another's entries. An entry whose key is already listed is not added twice."""
 
