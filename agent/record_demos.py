@@ -11,6 +11,7 @@ an interrupted run can be restarted with the same arguments and continues where 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import numpy as np
@@ -97,6 +98,8 @@ def run_episode(env, expert, seed: int, max_pairs: int | None, action_noise: flo
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # `kill` or `timeout` stops a recording like Ctrl-C: the writer's close in `finally` lists the last files
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from tqdm import tqdm
 
     from uio_robot.envs import ACTION_NAMES, STATE_NAMES, TASKS, TabletopEnv

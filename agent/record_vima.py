@@ -11,6 +11,7 @@ below 100000 (evaluation uses the seeds from there on). An interrupted run resum
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import numpy as np
@@ -43,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    # `kill` or `timeout` stops a recording like Ctrl-C: the writer's close in `finally` lists the last files
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from tqdm import tqdm
 
     from uio_robot.envs.vima import ACTION_HIGH, ACTION_LOW, ACTION_NAMES, VimaEnv, observation_prompt

@@ -1,6 +1,10 @@
 """Demonstration dataset: the recorded schema, round trips, atomic writes, statistics and examples."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -292,3 +296,22 @@ def test_the_index_is_rewritten_every_few_seconds_not_after_every_file(tmp_path,
             w.add_episode("Reach", seed, "reach the red cube", ep["frames"], ep["state"], ep["action"], True, [])
         assert not (tmp_path / "index.json").exists() and w.has("episodes", "Reach", 19)
     assert len(writes) == 1 and len(read_index(tmp_path)["episodes"]) == 20
+
+
+def test_a_recorder_stopped_with_sigterm_lists_every_file_it_wrote(tmp_path):
+    """`kill`/`timeout` end a recording like Ctrl-C: nothing written goes missing from the index."""
+    out = tmp_path / "demos"
+    proc = subprocess.Popen([sys.executable, "-m", "uio_robot.agent.record_demos", "--out", str(out), "--tasks",
+                             "ReachOne", "--episodes", "0", "--vqa-scenes", "5000", "--vqa-tasks", "ReachOne",
+                             "--image-size", "32"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("scenes/*.npz"))) < 20 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the recorder ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    written = {p.relative_to(out).as_posix() for p in out.glob("scenes/*.npz")}
+    assert len(written) >= 20 and {e["file"] for e in read_index(out)["scenes"]} == written
