@@ -100,10 +100,7 @@ class SharedIndex:
         return key in self._keys
 
     def append(self, kind: str, entry: dict) -> None:
-        key = self._key(kind, entry)
-        if key not in self._keys:
-            self.data[kind].append(entry)
-            self._keys.add(key)
+        if self._list(kind, entry):
             self._pending.append((kind, entry))
         if time.monotonic() - self._flushed_at >= self._flush_s:
             self.flush()
@@ -118,13 +115,20 @@ class SharedIndex:
                 self.data = self._read(self.root)
                 self._keys = self._listed()
                 for kind, entry in self._pending:
-                    if self._key(kind, entry) not in self._keys:
-                        self.data[kind].append(entry)
-                        self._keys.add(self._key(kind, entry))
+                    self._list(kind, entry)
             atomic_write_bytes(self.root / INDEX, json.dumps(self.data, indent=1).encode())
             self._seen = self._stamp()
         self._pending.clear()
         self._flushed_at = time.monotonic()
+
+    def _list(self, kind: str, entry: dict) -> bool:
+        """Add `entry` to the in-memory index unless its key is listed; whether it was added."""
+        key = self._key(kind, entry)
+        if key in self._keys:
+            return False
+        self.data[kind].append(entry)
+        self._keys.add(key)
+        return True
 
     def _listed(self) -> set:
         return {self._key(kind, e) for kind in self._kinds for e in self.data[kind]}
